@@ -1,0 +1,6 @@
+"""Data layer: FERG-DB, MUG, image folders and a built-in synthetic FERG-like set (paper §5.1)."""
+
+from .datamodule import FaceDataModule, images_to_tensor, load_faces, tensor_to_images
+from .split import FaceSet, FaceSplits
+
+__all__ = ["FaceSet", "FaceSplits", "load_faces", "FaceDataModule", "images_to_tensor", "tensor_to_images"]

@@ -1,0 +1,56 @@
+"""`python -m pprl.data dataset=<name> [dataset.root=...] [output=json]`: per-group train/test counts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from pprl.paths import config_dir
+
+
+def count_table(splits, faces) -> dict:
+    counts = np.zeros((splits.num_identities, splits.num_expressions), np.int64)
+    np.add.at(counts, (faces.identity, faces.expression), 1)
+    return {i: {e: int(counts[a, b]) for b, e in enumerate(splits.expressions)}
+            for a, i in enumerate(splits.identities)}
+
+
+def render_text(splits, train: dict, test: dict) -> str:
+    w = max(9, *(len(e) + 1 for e in splits.expressions))
+    iw = max(8, *(len(i) + 1 for i in splits.identities))
+    lines = [f"identities ({splits.num_identities}): {', '.join(splits.identities)}",
+             f"expressions ({splits.num_expressions}): {', '.join(splits.expressions)}",
+             f"images: {len(splits.train)} train / {len(splits.test)} test at {splits.image_size}x{splits.image_size}"
+             f"; skipped {len(splits.skipped)}", "", "train/test per (identity, expression):",
+             "identity".ljust(iw) + "".join(e.rjust(w) for e in splits.expressions) + "total".rjust(w)]
+    for name in splits.identities:
+        cells = [f"{train[name][e]}/{test[name][e]}" for e in splits.expressions]
+        tot = f"{sum(train[name].values())}/{sum(test[name].values())}"
+        lines.append(name.ljust(iw) + "".join(c.rjust(w) for c in cells) + tot.rjust(w))
+    if splits.left_out:
+        lines.append("left out of train: " + ", ".join(
+            f"({splits.identities[i]}, {splits.expressions[e]})" for i, e in splits.left_out))
+    lines += [f"skipped: {p}" for p in splits.skipped]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base=None, config_path=config_dir(), config_name="data")
+def main(cfg: DictConfig) -> None:
+    from pprl.data import load_faces
+
+    splits = load_faces(cfg.dataset)
+    train, test = count_table(splits, splits.train), count_table(splits, splits.test)
+    if cfg.get("output", "text") == "json":
+        out = dict(identities=splits.identities, expressions=splits.expressions, train=train, test=test,
+                   skipped=splits.skipped)
+        sys.stdout.write(json.dumps(out) + "\n")
+    else:
+        print(render_text(splits, train, test))
+
+
+if __name__ == "__main__":
+    main()

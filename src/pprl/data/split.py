@@ -1,0 +1,100 @@
+"""Train/test split (paper §5.1): per (identity, expression) group, 85 % train / 15 % test.
+
+"We randomly selected (without replacement) 85% images of each expression from each
+subject for the training set. The remaining 15% of images were used as testing data."
+`leave_out` pairs (paper §5.5, "Face Image Synthesis for Left-Out Expression") are
+removed from train and stay in test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FaceSet:
+    """One split: uint8 RGB images (N, H, W, 3) with int64 identity/expression labels."""
+
+    images: np.ndarray
+    identity: np.ndarray
+    expression: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: np.ndarray) -> "FaceSet":
+        return FaceSet(self.images[idx], self.identity[idx], self.expression[idx])
+
+
+@dataclass
+class FaceSplits:
+    train: FaceSet
+    test: FaceSet
+    identities: list[str]
+    expressions: list[str]
+    skipped: list[str] = field(default_factory=list)
+    left_out: list[tuple[int, int]] = field(default_factory=list)
+    image_size: int = 64
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identities)
+
+    @property
+    def num_expressions(self) -> int:
+        return len(self.expressions)
+
+
+def _resolve(value, names: list[str], what: str, pair) -> int:
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(names):
+        return int(value)
+    if isinstance(value, str) and value.isdigit() and int(value) < len(names):
+        return int(value)
+    raise ValueError(
+        f"dataset.leave_out: unknown {what} {value!r} in {list(pair)}; allowed names: {names} "
+        f"(or an index 0..{len(names) - 1})"
+    )
+
+
+def resolve_leave_out(leave_out, identities: list[str], expressions: list[str]) -> list[tuple[int, int]]:
+    """[[identity, expression], …] (names or indices) -> sorted unique index pairs."""
+    pairs = set()
+    for pair in leave_out or []:
+        pair = list(pair)
+        if len(pair) != 2:
+            raise ValueError(f"dataset.leave_out: each element must be [identity, expression], got {pair!r}")
+        pairs.add((_resolve(pair[0], identities, "identity", pair), _resolve(pair[1], expressions, "expression", pair)))
+    return sorted(pairs)
+
+
+def split_indices(identity: np.ndarray, expression: np.ndarray, train_fraction: float, seed: int):
+    """Stratified, disjoint, seeded split -> (train_idx, test_idx), both sorted.
+
+    Each group with n >= 2 images gets max(1, min(n-1, round((1-f) n))) test images.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    groups = identity.astype(np.int64) * (int(expression.max(initial=0)) + 1) + expression
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        idx = idx[rng.permutation(len(idx))]
+        n_test = 0 if len(idx) < 2 else max(1, min(len(idx) - 1, round((1 - train_fraction) * len(idx))))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return cat(train), cat(test)
+
+
+def make_splits(images, identity, expression, identities, expressions, *, train_fraction=0.85, seed=0,
+                leave_out=(), skipped=(), image_size=64) -> FaceSplits:
+    left_out = resolve_leave_out(leave_out, identities, expressions)
+    tr, te = split_indices(identity, expression, train_fraction, seed)
+    for i, e in left_out:
+        tr = tr[~((identity[tr] == i) & (expression[tr] == e))]
+    full = FaceSet(images, identity.astype(np.int64), expression.astype(np.int64))
+    return FaceSplits(full.subset(tr), full.subset(te), list(identities), list(expressions), list(skipped),
+                      left_out, image_size)

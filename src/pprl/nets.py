@@ -1,0 +1,128 @@
+"""The three networks of PPRL-VGAN, exactly as Table 1 of the paper.
+
+All convolutions are 5x5. The encoder and the discriminator trunk halve the resolution four
+times (so `image_size` must be a multiple of 16); the decoder starts from a
+(image_size/16)^2 x 4w map (4x4x128 at 64 px, width w = 32 as in the paper) and doubles it four
+times. Batch normalisation follows every (de)convolution except the decoder's last one, and every
+LeakyReLU has slope 0.2 (paper §5.2). Weights are drawn from N(0, 0.01^2) (§5.2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LEAKY_SLOPE = 0.2
+KERNEL = 5
+NUM_DOWNSAMPLINGS = 4
+
+
+def check_image_size(image_size: int) -> None:
+    """Raise a ValueError unless `image_size` is a positive multiple of 16 (four stride-2 stages)."""
+    if not isinstance(image_size, int) or image_size < 16 or image_size % 16:
+        raise ValueError(
+            f"dataset.image_size must be a positive multiple of 16 (16, 32, 48, 64, ...), got {image_size!r}"
+        )
+
+
+def _down_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """5x5 stride-2 conv, BNorm, LeakyReLU (Table 1, encoder and discriminator rows 1-4)."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, KERNEL, stride=2, padding=KERNEL // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.LeakyReLU(LEAKY_SLOPE),
+    )
+
+
+def _up_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """5x5 stride-2 transposed conv, BNorm, LeakyReLU (Table 1, decoder rows 2-4)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_ch, out_ch, KERNEL, stride=2, padding=2, output_padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.LeakyReLU(LEAKY_SLOPE),
+    )
+
+
+def _conv_trunk(width: int) -> nn.Sequential:
+    """Rows 1-4 of the encoder/discriminator column: w, 2w, 4w, 8w channels, each halving the size."""
+    channels = [3, width, 2 * width, 4 * width, 8 * width]
+    return nn.Sequential(*(_down_block(a, b) for a, b in zip(channels[:-1], channels[1:])))
+
+
+def init_weights(module: nn.Module, std: float = 0.01) -> None:
+    """Zero-mean Gaussian weights with a small standard deviation (paper §5.2), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Encoder(nn.Module):
+    """Image -> (mu, log sigma^2) of the Gaussian q(f(I) | I) (Table 1, encoder column)."""
+
+    def __init__(self, image_size: int = 64, width: int = 32, latent_dim: int = 128):
+        super().__init__()
+        check_image_size(image_size)
+        self.trunk = _conv_trunk(width)
+        flat = 8 * width * (image_size // 16) ** 2
+        self.mu = nn.Linear(flat, latent_dim)
+        self.logvar = nn.Linear(flat, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(x).flatten(1)
+        return self.mu(h), self.logvar(h)
+
+
+class Decoder(nn.Module):
+    """(f(I) concatenated with the one-hot identity code c) -> image in [-1, 1] (Table 1, decoder column)."""
+
+    def __init__(self, image_size: int = 64, width: int = 32, latent_dim: int = 128, num_identities: int = 6):
+        super().__init__()
+        check_image_size(image_size)
+        self.num_identities = num_identities
+        self.start = image_size // 16
+        self.start_channels = 4 * width  # 4x4x128 at 64 px and width 32
+        self.fc = nn.Linear(latent_dim + num_identities, self.start_channels * self.start**2)
+        self.up = nn.Sequential(
+            _up_block(4 * width, 8 * width),
+            _up_block(8 * width, 4 * width),
+            _up_block(4 * width, 2 * width),
+            nn.ConvTranspose2d(2 * width, 3, KERNEL, stride=2, padding=2, output_padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """`identity` is either class indices (B,) or a one-hot/soft code (B, N_id)."""
+        code = F.one_hot(identity, self.num_identities).to(f.dtype) if identity.dim() == 1 else identity.to(f.dtype)
+        h = F.leaky_relu(self.fc(torch.cat([f, code], dim=1)), LEAKY_SLOPE)
+        return self.up(h.view(-1, self.start_channels, self.start, self.start))
+
+
+class Discriminator(nn.Module):
+    """Shared trunk (4 convs + FC 256) with three heads: D1 real/fake, D2 identity, D3 expression (Table 1).
+
+    Returns logits: D1 (B,), D2 (B, N_id), D3 (B, N_e).
+    """
+
+    def __init__(self, image_size: int = 64, width: int = 32, num_identities: int = 6, num_expressions: int = 7,
+                 hidden: int = 256):
+        super().__init__()
+        check_image_size(image_size)
+        self.trunk = nn.Sequential(
+            _conv_trunk(width),
+            nn.Flatten(),
+            nn.Linear(8 * width * (image_size // 16) ** 2, hidden),
+            nn.LeakyReLU(LEAKY_SLOPE),
+        )
+        self.real_fake = nn.Linear(hidden, 1)
+        self.identity = nn.Linear(hidden, num_identities)
+        self.expression = nn.Linear(hidden, num_expressions)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.trunk(x)
+        return self.real_fake(h).squeeze(1), self.identity(h), self.expression(h)

@@ -1,0 +1,175 @@
+"""`python -m pprl.train`: train PPRL-VGAN (Hydra entry point), then evaluate it (Table 2).
+
+Run directory contract: `.hydra/`, `checkpoints/last.ckpt`, `figures/`, `results/train_summary.json`
+(and `results/table2.*` when evaluation is on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pprl.paths import config_dir
+
+log = logging.getLogger("pprl.train")
+
+
+def build_model(cfg: DictConfig, splits) -> "PPRLVGAN":
+    """The LightningModule for `cfg` and the dataset's label sets."""
+    from pprl.module import PPRLVGAN
+
+    lam = cfg["lambda"]  # `cfg.lambda` is a syntax error
+    return PPRLVGAN(
+        num_identities=splits.num_identities,
+        num_expressions=splits.num_expressions,
+        image_size=int(cfg.dataset.image_size),
+        width=int(cfg.model.width),
+        latent_dim=int(cfg.model.latent_dim),
+        init_std=float(cfg.model.get("init_std", 0.01)),
+        lambdas=OmegaConf.to_container(lam, resolve=True),
+        generator_loss=cfg.loss.generator,
+        d1_fake_weight=cfg.loss.d1_fake_weight,
+        label_smoothing=float(cfg.loss.label_smoothing),
+        lr=float(cfg.train.lr),
+        g_steps_per_d_step=int(cfg.train.g_steps_per_d_step),
+        identity_names=splits.identities,
+        expression_names=splits.expressions,
+    )
+
+
+def _job_overrides() -> tuple[str | None, str | None]:
+    """(sweep group, run name) from Hydra's runtime, when running under Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # not under a Hydra app (tests, notebooks)
+        return None, None
+    name = hc.job.override_dirname or None
+    group = Path(hc.sweep.dir).name if hc.mode is not None and str(hc.mode).endswith("MULTIRUN") else None
+    return group, name
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    """The configured Lightning logger, or None for `logger=none`."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return None
+    kwargs: dict[str, Any] = {}
+    if "WandbLogger" in cfg.logger._target_:
+        group, name = _job_overrides()
+        kwargs["name"] = cfg.logger.get("name") or name or run_dir.name
+        kwargs["group"] = cfg.logger.get("group") or group
+        kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
+        (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    return hydra.utils.instantiate(cfg.logger, _partial_=True)(**kwargs)  # `config` clashes with instantiate's own
+
+
+@torch.no_grad()
+def fake_head_summary(model, test_set, batch_size: int = 256) -> dict[str, float]:
+    """D3 accuracy (input's expression) and D2 accuracy (target c) on G(test, c) over all c, in eval mode."""
+    from pprl.data import images_to_tensor
+
+    model.eval()
+    hits = {"d3_expression_acc_fake": 0.0, "d2_target_acc_fake": 0.0}
+    for start in range(0, len(test_set), batch_size):
+        x = images_to_tensor(test_set.images[start:start + batch_size]).to(model.device)
+        expr = torch.as_tensor(test_set.expression[start:start + batch_size], device=model.device)
+        for key, value in model.fake_head_accuracy(x, expr).items():
+            hits[key] += float(value) * x.shape[0]
+    return {k: v / max(len(test_set), 1) for k, v in hits.items()}
+
+
+def resolve_resume(resume: str | None) -> str | None:
+    """A checkpoint path from `resume=` (a .ckpt file or a run dir holding checkpoints/last.ckpt)."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume!r}: no checkpoint at {path}")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train on `cfg` (a composed `train` config); returns the training summary written to results/."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pprl.callbacks import IdentitySwapGrid
+    from pprl.config import validate_train_config
+    from pprl.data import FaceDataModule
+
+    validate_train_config(cfg)
+    run_dir = Path(cfg.run_dir).resolve()
+    (run_dir / "results").mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule = FaceDataModule(cfg.dataset, batch_size=int(cfg.train.batch_size),
+                                num_workers=int(cfg.train.num_workers), seed=int(cfg.seed))
+    datamodule.setup("fit")
+    splits = datamodule.splits
+    log.info("data: %d train / %d test images, %d identities, %d expressions, %d px",
+             len(splits.train), len(splits.test), splits.num_identities, splits.num_expressions, splits.image_size)
+    model = build_model(cfg, splits)
+    logger = build_logger(cfg, run_dir)
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
+        IdentitySwapGrid(run_dir / "figures" / "identity_swap", every_n_epochs=int(cfg.train.figure_every_n_epochs),
+                         num_rows=int(cfg.train.figure_rows), seed=int(cfg.seed)),
+    ]
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=logger if logger is not None else False, callbacks=callbacks,
+        default_root_dir=str(run_dir))
+    start = time.time()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.get("resume")))
+        wall = time.time() - start
+        summary: dict[str, Any] = {
+            "wall_seconds": round(wall, 1),
+            "epochs": int(trainer.current_epoch),
+            "global_step": int(trainer.global_step),
+            "d_steps": int(model.d_steps),
+            "g_steps": int(model.g_steps),
+            "num_train": len(splits.train),
+            "num_test": len(splits.test),
+            **fake_head_summary(model, splits.test),
+        }
+        if trainer.is_global_zero:
+            (run_dir / "results" / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            log.info("training summary: %s", json.dumps(summary))
+            for lg in trainer.loggers:
+                lg.log_metrics({f"summary/{k}": v for k, v in summary.items()}, step=trainer.global_step)
+        if cfg.get("evaluate") and trainer.is_global_zero:
+            from pprl.evaluate import evaluate_run
+
+            evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers)
+        return summary
+    finally:
+        finish_wandb()
+
+
+def finish_wandb() -> None:
+    """Close the W&B run, if one is open, so that the next job of a sweep starts a fresh one."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - wandb is a dependency
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

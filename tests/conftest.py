@@ -1,0 +1,68 @@
+"""Shared fixtures: the real Hydra config, shrunk, and a tiny trained run dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from pprl.paths import config_dir
+
+# Tiny but real: 16 px faces, 3 identities x 7 expressions x 8 images, 4-channel networks.
+TINY_OVERRIDES = [
+    "dataset.image_size=16",
+    "dataset.num_identities=3",
+    "dataset.images_per_group=8",
+    "model.width=4",
+    "model.latent_dim=8",
+    "train.batch_size=16",
+    "train.figure_every_n_epochs=1",
+    "train.figure_rows=3",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+    "evaluate=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """Caches and W&B files go to temporary folders; W&B never reaches the network."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("PPRL_CACHE_DIR", str(base / "pprl_cache"))
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(base / "wandb" / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def compose_train(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The real `train` config, composed through Hydra with the tiny overrides (then `overrides`)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=TINY_OVERRIDES + list(overrides or []))
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run dir trained for 2 tiny epochs through `pprl.train.train` (checkpoint, figures, summary, .hydra)."""
+    from omegaconf import OmegaConf
+
+    from pprl.train import train
+
+    base = tmp_path_factory.getbasetemp()
+    os.environ.setdefault("PPRL_CACHE_DIR", str(base / "pprl_cache"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run_dir = base / "tiny_run"
+    cfg = compose_train(run_dir)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    train(cfg)
+    return run_dir

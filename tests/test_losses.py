@@ -1,0 +1,89 @@
+"""Loss functions (eq. 5, eq. 6, KL) against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from pprl import losses
+
+LAMBDAS = {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.29, "g4": 0.002}
+
+
+def test_kl_divergence_hand_value():
+    mu = torch.tensor([[1.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)]])
+    # 0.5 * [(1 + 1 - 1 - 0) + (0 + 2 - 1 - log 2)]
+    assert losses.kl_divergence(mu, logvar).item() == pytest.approx(0.5 * (1 + 1 - math.log(2)), abs=1e-6)
+    assert losses.kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)).item() == pytest.approx(0.0)
+
+
+def test_log_one_minus_softmax_matches_direct_formula():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    target = torch.tensor([0, 1])
+    direct = torch.log(1 - torch.softmax(logits, 1).gather(1, target[:, None]).squeeze(1))
+    torch.testing.assert_close(losses.log_one_minus_softmax(logits, target), direct)
+
+
+def test_discriminator_loss_at_chance():
+    b, n_id, n_e = 4, 6, 7
+    zero = torch.zeros(b)
+    terms = losses.discriminator_loss(zero, zero, torch.zeros(b, n_id), torch.zeros(b, dtype=torch.long),
+                                      torch.zeros(b, n_e), torch.zeros(b, dtype=torch.long), LAMBDAS)
+    expected = 0.25 * math.log(2) * 2 + 0.5 * math.log(6) + 0.25 * math.log(7)
+    assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
+    assert terms["d1_real"].item() == pytest.approx(math.log(2))
+
+
+def test_discriminator_loss_fake_weight_and_smoothing():
+    real, fake = torch.tensor([2.0]), torch.tensor([-1.0])
+    ids, ex = torch.tensor([[5.0, 0.0]]), torch.tensor([[0.0, 5.0]])
+    terms = losses.discriminator_loss(real, fake, ids, torch.tensor([0]), ex, torch.tensor([1]), LAMBDAS,
+                                      fake_weight=1.0, label_smoothing=0.1)
+    p = 1 / (1 + math.exp(-2.0))
+    real_bce = -(0.9 * math.log(p) + 0.1 * math.log(1 - p))
+    fake_bce = -math.log(1 - 1 / (1 + math.exp(1.0)))
+    ce = math.log(1 + math.exp(-5.0))
+    assert terms["d1_real"].item() == pytest.approx(real_bce, rel=1e-5)
+    assert terms["d1_fake"].item() == pytest.approx(fake_bce, rel=1e-5)
+    assert terms["total"].item() == pytest.approx(0.25 * real_bce + 1.0 * fake_bce + 0.5 * ce + 0.25 * ce, rel=1e-5)
+
+
+@pytest.mark.parametrize("form", ["saturating", "nonsaturating"])
+def test_generator_loss_at_chance(form):
+    b = 3
+    zero = torch.zeros(b)
+    idx = torch.zeros(b, dtype=torch.long)
+    terms = losses.generator_loss(zero, torch.zeros(b, 6), idx, torch.zeros(b, 7), idx,
+                                  torch.zeros(b, 5), torch.zeros(b, 5), LAMBDAS, form=form)
+    if form == "saturating":  # log(1 - 1/2), log(1 - 1/6), log(1 - 1/7)
+        expected = 0.108 * math.log(0.5) + 0.6 * math.log(5 / 6) + 0.29 * math.log(6 / 7)
+    else:  # -log(1/2), -log(1/6), -log(1/7)
+        expected = 0.108 * math.log(2) + 0.6 * math.log(6) + 0.29 * math.log(7)
+    assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
+    assert terms["g4_kl"].item() == pytest.approx(0.0)
+
+
+def test_generator_loss_gradient_vanishes_only_when_saturating():
+    """The motivation for the default: when D confidently rejects a fake, log(1 - D) has ~no gradient."""
+    grads = {}
+    for form in losses.GENERATOR_LOSSES:
+        logit = torch.tensor([-8.0], requires_grad=True)
+        terms = losses.generator_loss(logit, torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
+                                      torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), LAMBDAS, form=form)
+        terms["g1_real_fake"].backward()
+        grads[form] = logit.grad.abs().item()
+    assert grads["saturating"] < 1e-3 < grads["nonsaturating"]
+
+
+def test_unknown_generator_form_is_an_error():
+    with pytest.raises(ValueError, match="loss.generator"):
+        losses.generator_loss(torch.zeros(1), torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
+                              torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), LAMBDAS, form="wgan")
+
+
+def test_reconstruction_loss_uses_only_masked_samples():
+    real = torch.zeros(2, 3, 4, 4)
+    fake = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 2.0)])
+    assert losses.reconstruction_loss(fake, real, torch.tensor([True, False])).item() == pytest.approx(0.5)
+    assert losses.reconstruction_loss(fake, real, torch.tensor([False, False])).item() == 0.0
