@@ -9,6 +9,7 @@ Everything here is written as a quantity to *minimise*:
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -100,3 +101,12 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tens
     per_sample = (fake - real).abs().flatten(1).mean(dim=1)
     weights = mask.to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform distribution minus its minimum log N: 0 when the classifier is maximally unsure.
+
+    Used by the latent identity adversary (`lambda.g5`, pprl_plus): the encoder minimises it on mu so that
+    no classifier can read the identity from the released representation (beyond the paper, see README).
+    """
+    return -F.log_softmax(logits, dim=1).mean(dim=1).mean() - math.log(logits.shape[1])

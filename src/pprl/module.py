@@ -14,9 +14,10 @@ from typing import Any, Mapping, Sequence
 import torch
 import pytorch_lightning as pl
 from torch import nn
+from torch.nn import functional as F
 
 from pprl import losses
-from pprl.nets import Decoder, Discriminator, Encoder, init_weights
+from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights
 
 LAMBDA_KEYS = ("d1", "d2", "d3", "g1", "g2", "g3", "g4")
 
@@ -38,6 +39,7 @@ class PPRLVGAN(pl.LightningModule):
         lr: float = 2e-4,
         g_steps_per_d_step: int = 2,
         init_std: float = 0.01,
+        latent_adversary_hidden: Sequence[int] = (256, 256, 256),
         identity_names: Sequence[str] | None = None,
         expression_names: Sequence[str] | None = None,
     ):
@@ -58,6 +60,9 @@ class PPRLVGAN(pl.LightningModule):
         self.discriminator = Discriminator(image_size, width, num_identities, num_expressions)
         for net in (self.encoder, self.decoder, self.discriminator):
             init_weights(net, init_std)
+        # Beyond the paper (lambda.g5 > 0): an identity classifier on mu, trained with D, that the encoder fools.
+        self.latent_adversary = (LatentClassifier(latent_dim, num_identities, tuple(latent_adversary_hidden))
+                                 if self.lambdas.get("g5", 0.0) > 0 else None)
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
         self.identity_names = list(identity_names or [str(i) for i in range(num_identities)])
@@ -100,18 +105,27 @@ class PPRLVGAN(pl.LightningModule):
     def configure_optimizers(self):
         lr = self.hparams.lr
         gen_params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        return (torch.optim.RMSprop(gen_params, lr=lr), torch.optim.RMSprop(self.discriminator.parameters(), lr=lr))
+        disc_params = list(self.discriminator.parameters())
+        if self.latent_adversary is not None:
+            disc_params += list(self.latent_adversary.parameters())
+        return torch.optim.RMSprop(gen_params, lr=lr), torch.optim.RMSprop(disc_params, lr=lr)
 
     def discriminator_step(self, x, identity, expression, opt) -> dict[str, torch.Tensor]:
         """One update of D that maximises eq. 5 on a real batch and its synthesized version G(I, c)."""
         with torch.no_grad():
-            fake = self(x, self.random_identity(x.shape[0]))
+            mu, logvar = self.encode(x)
+            fake = self.decode(self.reparameterize(mu, logvar), self.random_identity(x.shape[0]))
         self.toggle_optimizer(opt)
         real_logit, id_logits, expr_logits = self.discriminator(x)
         fake_logit, _, _ = self.discriminator(fake)
         terms = losses.discriminator_loss(
             real_logit, fake_logit, id_logits, identity, expr_logits, expression, self.lambdas,
             fake_weight=self.hparams.d1_fake_weight, label_smoothing=self.hparams.label_smoothing)
+        if self.latent_adversary is not None:
+            latent_logits = self.latent_adversary(mu)
+            terms["latent_identity"] = F.cross_entropy(latent_logits, identity)
+            terms["total"] = terms["total"] + terms["latent_identity"]
+            terms["acc_latent_identity"] = (latent_logits.argmax(1) == identity).float().mean()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["total"])
         opt.step()
@@ -136,6 +150,9 @@ class PPRLVGAN(pl.LightningModule):
         if self.lambdas.get("rec", 0.0) > 0:
             terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
             terms["total"] = terms["total"] + self.lambdas["rec"] * terms["rec_reconstruction"]
+        if self.latent_adversary is not None:
+            terms["g5_latent_confusion"] = losses.confusion_loss(self.latent_adversary(mu))
+            terms["total"] = terms["total"] + self.lambdas["g5"] * terms["g5_latent_confusion"]
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["total"])
         opt.step()

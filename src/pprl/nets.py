@@ -126,3 +126,20 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.trunk(x)
         return self.real_fake(h).squeeze(1), self.identity(h), self.expression(h)
+
+
+class LatentClassifier(nn.Module):
+    """MLP on a latent vector f(I): `hidden` LeakyReLU layers then a linear head (attack III uses 3 x 256, §5.4)."""
+
+    def __init__(self, latent_dim: int, num_classes: int, hidden: tuple[int, ...] = (256, 256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = latent_dim
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.LeakyReLU(LEAKY_SLOPE)]
+            prev = h
+        layers.append(nn.Linear(prev, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pprl import gpu_pool  # also registers ${pprl.gpu_count:}, used by hydra/launcher=gpus
 from pprl.paths import config_dir
 
 log = logging.getLogger("pprl.train")
@@ -152,23 +155,67 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
             evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers)
         return summary
+    except BaseException:
+        finish_wandb(exit_code=1)  # the W&B run shows as failed
+        raise
     finally:
         finish_wandb()
 
 
-def finish_wandb() -> None:
+def finish_wandb(exit_code: int | None = None) -> None:
     """Close the W&B run, if one is open, so that the next job of a sweep starts a fresh one."""
     try:
         import wandb
     except ImportError:  # pragma: no cover - wandb is a dependency
         return
     if wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().mode).endswith("MULTIRUN")
+    except Exception:  # not under a Hydra app
+        return False
+
+
+def record_failure(run_dir: Path, err: BaseException) -> Path:
+    """Write `<run_dir>/results/failed.json` (error type, message, step when known, whether training
+    diverged, traceback) so that `python -m pprl.report` lists the job as failed; returns its path."""
+    step = re.search(r"\bat step (\d+)", str(err))
+    info = {
+        "type": type(err).__name__,
+        "message": str(err),
+        "step": int(step.group(1)) if step else None,
+        "diverged": isinstance(err, FloatingPointError),
+        "traceback": "".join(traceback.format_exception(err))[-4000:],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = run_dir / "results" / "failed.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(path)
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus) before CUDA starts, then
+    train and evaluate. A job that fails or diverges writes results/failed.json; in a --multirun the sweep
+    goes on with the next job, a single run exits non-zero."""
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "results" / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this dir
+    try:
+        with gpu_pool.pinned_gpu(cfg.get("gpu_pool"), label=run_dir.name):
+            train(cfg)
+    except Exception as err:
+        path = record_failure(run_dir, err)
+        if not _in_multirun():
+            raise
+        log.error("job failed (%s: %s); recorded in %s, the sweep goes on", type(err).__name__, err, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,379 @@
+"""`python -m pprl.report <multirun dir> [--out DIR]`: the privacy-utility report of a λ sweep (paper §5.2).
+
+The paper tuned the loss weights λ of eq. 5-6 by grid search; a sweep (`python -m pprl.train --multirun
++sweep=paper_grid`) trains one model per λ setting and evaluates its Table 2. This reads every job dir under
+the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `results/table2.json`, or
+`results/failed.json` when the job failed or diverged) and writes, into the folder (or `--out`):
+
+- `report.md`: one row per job: its λ values, its identification and expression CCR per scenario (%), whether it
+  is on the Pareto front, and failed jobs with their error;
+- `report.csv`: the same, unrounded, with every λ and the test-set size n of each scenario;
+- `pareto.png`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
+  higher = more useful), the Pareto front highlighted, random guess marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
+
+from pprl.figures import save_png
+
+SCENARIOS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
+TASKS = ("identification", "expression")
+LAMBDA_ORDER = ("d1", "d2", "d3", "g1", "g2", "g3", "g4", "rec")
+PARETO_SCENARIO = "attack_II"
+LABELS = {"unconstrained": "unconstrained", "random_guess": "random guess", "attack_I": "attack I",
+          "attack_II": "attack II", "attack_III": "attack III"}
+
+
+class ReportError(ValueError):
+    """The folder given to the report holds no sweep jobs."""
+
+
+@dataclass
+class Job:
+    """One job of a sweep: where it ran, how it ended, its λ and its Table 2."""
+
+    dir: Path
+    name: str                          # job dir relative to the sweep dir
+    num: int | None                    # hydra.job.num
+    status: str                        # ok | failed | diverged | no results | no table2
+    error: str = ""
+    overrides: list[str] = field(default_factory=list)
+    lambdas: dict[str, Any] = field(default_factory=dict)
+    table: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pareto: bool = False
+
+    @property
+    def label(self) -> str:
+        return str(self.num) if self.num is not None else self.name
+
+    def ccr(self, scenario: str, task: str) -> float | None:
+        value = self.table.get(scenario, {}).get(task)
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- reading
+def find_job_dirs(root: Path) -> list[Path]:
+    """Every job dir (a folder with `.hydra/config.yaml`) at or below `root`."""
+    return sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")})
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _job_num(job_dir: Path) -> int | None:
+    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
+    if hydra_yaml.is_file():
+        try:
+            num = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.num", default=None)
+            if isinstance(num, int):
+                return num
+        except Exception:  # unreadable hydra.yaml: fall back to the dir name
+            pass
+    head = job_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def read_job(job_dir: Path, root: Path) -> Job:
+    """A Job from its dir: status from results/{table2,failed,train_summary}.json, λ from .hydra/config.yaml."""
+    job = Job(dir=job_dir, name=str(job_dir.relative_to(root)) if job_dir != root else job_dir.name,
+              num=_job_num(job_dir), status="ok")
+    try:
+        cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        lam = cfg.get("lambda")
+        job.lambdas = dict(OmegaConf.to_container(lam, resolve=False)) if lam is not None else {}
+    except Exception as exc:
+        job.status, job.error = "failed", f"unreadable .hydra/config.yaml: {exc}"
+        return job
+    overrides = job_dir / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        job.overrides = [str(o) for o in OmegaConf.load(overrides)]
+    results = job_dir / "results"
+    failed, table2 = results / "failed.json", results / "table2.json"
+    if failed.is_file():
+        try:
+            info = _read_json(failed)
+        except Exception as exc:
+            info = {"type": "unknown", "message": f"unreadable failed.json: {exc}"}
+        job.status = "diverged" if info.get("diverged") else "failed"
+        job.error = f"{info.get('type', 'Error')}: {info.get('message', '')}".strip()
+        if info.get("step") is not None and f"step {info['step']}" not in job.error:
+            job.error += f" (step {info['step']})"
+    elif table2.is_file():
+        try:
+            job.table = {k: v for k, v in _read_json(table2).items() if isinstance(v, dict)}
+        except Exception as exc:
+            job.status, job.error = "failed", f"unreadable results/table2.json: {exc}"
+    elif (results / "train_summary.json").is_file():
+        job.status, job.error = "no table2", "trained, but no results/table2.json (evaluate=false, or evaluation stopped)"
+    else:
+        job.status = "no results"
+        job.error = "no results/: killed, timed out or still running (see the job's .log)"
+    return job
+
+
+def collect(root: str | Path) -> list[Job]:
+    """Every job of the sweep in `root`, in job order; ReportError if there is none."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ReportError(f"{root}: no such folder (give a multirun dir, e.g. multirun/2024-05-01/12-00-00)")
+    dirs = find_job_dirs(root)
+    if not dirs:
+        raise ReportError(f"{root}: no job dirs in it (folders holding .hydra/config.yaml); is it a multirun dir?")
+    jobs = [read_job(d, root) for d in dirs]
+    jobs.sort(key=lambda j: (str(Path(j.name).parent), j.num if j.num is not None else 1 << 30, j.name))
+    mark_pareto(jobs)
+    return jobs
+
+
+# ----------------------------------------------------------------------------- Pareto front
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (identification, expression) points that no other point dominates: none has an
+    identification CCR as low or lower and an expression CCR as high or higher, one of them strictly."""
+    front = []
+    for i, (id_i, ex_i) in enumerate(points):
+        dominated = any(id_j <= id_i and ex_j >= ex_i and (id_j < id_i or ex_j > ex_i)
+                        for j, (id_j, ex_j) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def _plotted(jobs: Sequence[Job]) -> list[Job]:
+    return [j for j in jobs if j.status == "ok" and j.ccr(PARETO_SCENARIO, "identification") is not None
+            and j.ccr(PARETO_SCENARIO, "expression") is not None]
+
+
+def mark_pareto(jobs: Sequence[Job]) -> None:
+    """Set `job.pareto` on the jobs of the attack II Pareto front."""
+    plotted = _plotted(jobs)
+    points = [(j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression")) for j in plotted]
+    for i in pareto_front(points):
+        plotted[i].pareto = True
+
+
+# ----------------------------------------------------------------------------- tables
+def _lambda_keys(jobs: Sequence[Job]) -> list[str]:
+    keys = {k for j in jobs for k in j.lambdas}
+    return [k for k in LAMBDA_ORDER if k in keys] + sorted(keys - set(LAMBDA_ORDER))
+
+
+def _varying(jobs: Sequence[Job], keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if len({repr(j.lambdas.get(k)) for j in jobs}) > 1]
+
+
+def _scenarios(jobs: Sequence[Job], all_found: bool = False) -> list[str]:
+    found = {s for j in jobs for s in j.table}
+    extra = sorted(found - set(SCENARIOS)) if all_found else []
+    return [s for s in SCENARIOS if s in found] + extra
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _other_overrides(job: Job) -> str:
+    return " ".join(o for o in job.overrides if not o.lstrip("+~").startswith(("lambda.", "sweep=")))
+
+
+def _random_guess(jobs: Sequence[Job]) -> tuple[float, float] | None:
+    for j in jobs:
+        rid, rex = j.ccr("random_guess", "identification"), j.ccr("random_guess", "expression")
+        if rid is not None and rex is not None:
+            return rid, rex
+    return None
+
+
+def render_markdown(jobs: Sequence[Job], root: Path) -> str:
+    keys = _lambda_keys(jobs)
+    varying = _varying(jobs, keys) or keys
+    fixed = [k for k in keys if k not in varying]
+    scenarios = _scenarios(jobs)
+    show_other = any(_other_overrides(j) for j in jobs)
+    ok = sum(j.status == "ok" for j in jobs)
+    lines = [f"# Sweep report: {root}", "",
+             f"{len(jobs)} jobs: {ok} evaluated, {len(jobs) - ok} failed or without results. "
+             "CCR in % (identification: lower = more private; expression: higher = more useful)."]
+    if fixed:
+        lines.append("Fixed λ: " + ", ".join(f"{k}={jobs[0].lambdas.get(k)}" for k in fixed) + ".")
+    lines.append("")
+    head = ["job", "status"] + [f"λ {k}" for k in varying] + (["other overrides"] if show_other else [])
+    for s in scenarios:
+        head += [f"{LABELS.get(s, s)} id", f"{LABELS.get(s, s)} expr"]
+    head.append("Pareto")
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for j in jobs:
+        row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
+        if show_other:
+            row.append(_other_overrides(j))
+        for s in scenarios:
+            row += [_pct(j.ccr(s, "identification")), _pct(j.ccr(s, "expression"))]
+        row.append("★" if j.pareto else "")
+        lines.append("| " + " | ".join(row) + " |")
+    front = [j.label for j in jobs if j.pareto]
+    lines += ["", f"Pareto front ({LABELS[PARETO_SCENARIO]}: no other job has both a lower identification and a "
+              f"higher expression CCR): jobs {', '.join(front) if front else '(none evaluated)'}. See pareto.png."]
+    guess = _random_guess(jobs)
+    if guess:
+        lines.append(f"Random guess: identification {_pct(guess[0])}, expression {_pct(guess[1])}.")
+    bad = [j for j in jobs if j.status != "ok"]
+    if bad:
+        lines += ["", "## Failed jobs", ""]
+        lines += [f"- job {j.label} (`{j.name}`): **{j.status}**: {j.error}" for j in bad]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(jobs: Sequence[Job], path: Path) -> Path:
+    keys = _lambda_keys(jobs)
+    scenarios = _scenarios(jobs, all_found=True)
+    head = ["job", "dir", "status", "error", "overrides"] + [f"lambda.{k}" for k in keys]
+    for s in scenarios:
+        head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
+    head.append("pareto")
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(head)
+        for j in jobs:
+            row: list[Any] = [j.label, j.name, j.status, j.error, " ".join(j.overrides)]
+            row += [j.lambdas.get(k, "") for k in keys]
+            for s in scenarios:
+                entry = j.table.get(s, {})
+                row += [entry.get("identification", ""), entry.get("expression", ""), entry.get("n", "")]
+            row.append(int(j.pareto))
+            writer.writerow(row)
+    tmp.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the plot
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_pareto(jobs: Sequence[Job], path: Path) -> Path:
+    """pareto.png: attack II identification CCR (x) against expression CCR (y), front in red, random guess ✕."""
+    width, height = 760, 560
+    left, right, top, bottom = 80, 210, 50, 70
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(15), _font(12)
+    pw, ph = width - left - right, height - top - bottom
+
+    def xy(ident: float, expr: float) -> tuple[float, float]:
+        return left + ident * pw, top + (1 - expr) * ph
+
+    for k in range(11):  # grid and ticks every 0.1
+        x, y = left + k * pw / 10, top + k * ph / 10
+        draw.line([(x, top), (x, top + ph)], fill=(232, 232, 232))
+        draw.line([(left, y), (left + pw, y)], fill=(232, 232, 232))
+        draw.text((x, top + ph + 6), f"{k / 10:.1f}", fill="black", font=small, anchor="ma")
+        draw.text((left - 6, top + ph - k * ph / 10), f"{k / 10:.1f}", fill="black", font=small, anchor="rm")
+    draw.rectangle([left, top, left + pw, top + ph], outline="black")
+    draw.text((left + pw / 2, 14), "Privacy-utility of the sweep (attack II)", fill="black", font=font, anchor="ma")
+    draw.text((left + pw / 2, height - 30), "identification CCR (lower = more private)", fill="black",
+              font=font, anchor="ma")
+    ylabel = Image.new("RGB", (ph, 22), "white")
+    ImageDraw.Draw(ylabel).text((ph / 2, 2), "expression CCR (higher = more useful)", fill="black", font=font,
+                                anchor="ma")
+    img.paste(ylabel.rotate(90, expand=True), (12, top))
+
+    guess = _random_guess(jobs)
+    if guess:
+        gx, gy = xy(*guess)
+        draw.line([(gx, top), (gx, top + ph)], fill=(150, 150, 150), width=1)
+        draw.line([(left, gy), (left + pw, gy)], fill=(150, 150, 150), width=1)
+        draw.line([(gx - 7, gy - 7), (gx + 7, gy + 7)], fill="black", width=3)
+        draw.line([(gx - 7, gy + 7), (gx + 7, gy - 7)], fill="black", width=3)
+        draw.text((gx + 9, gy + 4), "random guess", fill="black", font=small)
+
+    plotted = _plotted(jobs)
+    front = sorted((j for j in plotted if j.pareto), key=lambda j: j.ccr(PARETO_SCENARIO, "identification"))
+    if len(front) > 1:
+        draw.line([xy(j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression"))
+                   for j in front], fill=(210, 40, 40), width=2)
+    for j in sorted(plotted, key=lambda j: j.pareto):
+        ident, expr = j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression")
+        x, y = xy(ident, expr)
+        entry = j.table[PARETO_SCENARIO]
+        ci_x, ci_y = entry.get("identification_ci95"), entry.get("expression_ci95")
+        color = (210, 40, 40) if j.pareto else (120, 120, 120)
+        if isinstance(ci_x, list) and len(ci_x) == 2:  # 95% intervals as thin whiskers
+            draw.line([xy(ci_x[0], expr), xy(ci_x[1], expr)], fill=color, width=1)
+        if isinstance(ci_y, list) and len(ci_y) == 2:
+            draw.line([xy(ident, ci_y[0]), xy(ident, ci_y[1])], fill=color, width=1)
+        r = 6
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=color if j.pareto else "white", outline=color, width=2)
+        draw.text((x + 8, y - 16), j.label, fill=color, font=small)
+
+    lx, ly = left + pw + 20, top + 10  # legend
+    draw.ellipse([lx, ly, lx + 12, ly + 12], fill=(210, 40, 40), outline=(210, 40, 40))
+    draw.text((lx + 20, ly - 1), "Pareto front", fill="black", font=small)
+    draw.ellipse([lx, ly + 24, lx + 12, ly + 36], fill="white", outline=(120, 120, 120), width=2)
+    draw.text((lx + 20, ly + 23), "dominated", fill="black", font=small)
+    draw.line([(lx, ly + 48), (lx + 12, ly + 60)], fill="black", width=3)
+    draw.line([(lx, ly + 60), (lx + 12, ly + 48)], fill="black", width=3)
+    draw.text((lx + 20, ly + 47), "random guess", fill="black", font=small)
+    draw.text((lx, ly + 76), "labels: job number", fill="black", font=small)
+    draw.text((lx, ly + 94), "whiskers: 95% CI", fill="black", font=small)
+    ly += 122
+    missing = len(jobs) - len(plotted)
+    if missing:
+        draw.text((lx, ly), f"{missing} job(s) failed or not\nevaluated: not shown", fill=(180, 0, 0), font=small)
+        ly += 44
+    varying = _varying(jobs, _lambda_keys(jobs))
+    if varying and plotted:  # what each label stands for
+        draw.text((lx, ly), "job: " + ", ".join(varying), fill="black", font=small)  # no λ glyph in the font
+        for n, j in enumerate(plotted[:16]):
+            text = f"{j.label}: " + ", ".join(str(j.lambdas.get(k, "")) for k in varying)
+            draw.text((lx, ly + 18 * (n + 1)), text,
+                      fill=(210, 40, 40) if j.pareto else "black", font=small)
+    return save_png(img, path)
+
+
+# ----------------------------------------------------------------------------- entry point
+def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and pareto.png for the sweep in `root` (into `out`, default `root`)."""
+    root = Path(root).expanduser().resolve()
+    jobs = collect(root)
+    out = Path(out).expanduser() if out else root
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "report.md"
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(jobs, root))
+    tmp.replace(md)
+    return {"md": md, "csv": write_csv(jobs, out / "report.csv"), "png": draw_pareto(jobs, out / "pareto.png")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pprl.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("multirun_dir", help="the sweep's folder (hydra.sweep.dir), e.g. multirun/2024-05-01/12-00-00")
+    parser.add_argument("--out", default=None, help="where to write the report (default: the multirun dir)")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.multirun_dir, args.out)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
