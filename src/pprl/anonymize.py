@@ -1,0 +1,416 @@
+"""`python -m pprl.anonymize`: de-identify real face images with a trained PPRL-VGAN (paper §4, Fig. 2).
+
+    python -m pprl.anonymize run_dir=<run dir | checkpoint> input=<file | folder | glob> output=<folder>
+        target=random|all|<identity name> [keep_names=false] [manifest=false] [features=false]
+        [sample=false] [batch_size=64] [seed=0] [device=auto]
+
+Each input image I is read by `pprl.imageio.read_image` (any mode/size, resized to the model's size) and
+replaced by G(I, c) = Dec(f(I) ⊕ c) with target identity c: one PNG per image (`target=random`: c drawn
+per image from a generator seeded by (seed, image index), so the draw does not depend on batch size or on
+resuming; `target=<name>`: that identity; `target=all`: one PNG per identity). f(I) is the encoder's mean
+μ (deterministic); `sample=true` uses a draw μ + σ·ε with ε seeded per image. `features=true` also writes
+`features.npz`: row i = output index i, arrays `mu`, `logvar` (f(I)'s Gaussian), `expression_pred` (D3's
+argmax on I, -1 for skipped inputs), `ok`, `index`, `expression_names` — the identity-free representation.
+
+Output folder: `000000.png, 000001.png, ...` (or `000000_<target>.png` for target=all; the original stem
+with keep_names=true); `errors.csv` (index, input, reason: one line per skipped input, rewritten each
+run); `manifest.csv` (index -> input, output, target) only with manifest=true; `.pprl_anonymize.json`.
+Inputs are only ever opened for reading.
+
+Streaming and resume: only the file *names* are listed and sorted (natural order) up front; images are
+decoded, processed and written one batch at a time. Index i is the position of the input in that sorted
+list, so names are deterministic. `.pprl_anonymize.json` fingerprints the run (checkpoint sha256, the
+sorted input paths and sizes, target, seed, sample, keep_names): a rerun into the same folder must match
+it (else a clear error: use a new folder), and then skips every index whose output file(s) already exist
+(and, with features=true, whose features are stored). Every file is written atomically (hidden temp file
++ `os.replace`), so an existing output is always complete; temp files of a killed run are removed on the
+next start. Features are saved per batch under `.features_parts/` right after that batch's PNGs and merged
+into `features.npz` when the run completes.
+
+An unknown `target` name is a configuration error: the run stops before reading any input, naming the
+allowed identities (nothing would be written for any image otherwise).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pprl.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
+                          remove_stale_temps, write_png)
+from pprl.io import RunError, find_checkpoint, load_model
+
+STATE_NAME = ".pprl_anonymize.json"
+PARTS_DIR = ".features_parts"
+ERRORS_NAME = "errors.csv"
+MANIFEST_NAME = "manifest.csv"
+FEATURES_NAME = "features.npz"
+GLOB_CHARS = ("*", "?", "[")
+
+
+# ----------------------------------------------------------------------------- inputs and names
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def list_inputs(spec: str | os.PathLike, output: str | os.PathLike) -> list[Path]:
+    """Sorted input files: one file, a folder's non-hidden entries (not recursive), or a glob (`**` recurses).
+
+    Only names are listed (no image is opened). Broken links and other non-directories are kept, so
+    they get a reason instead of vanishing; files inside `output` are never inputs.
+    """
+    spec = os.path.expanduser(str(spec))
+    path, out = Path(spec), Path(output).expanduser().resolve()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        if path.resolve() == out:
+            raise RunError(f"output {out} is the input folder: choose another output folder")
+        with os.scandir(path) as it:
+            files = [Path(e.path) for e in it if not e.name.startswith(".") and not e.is_dir()]
+    elif any(ch in spec for ch in GLOB_CHARS):
+        files = [Path(m) for m in glob.iglob(spec, recursive=True)
+                 if not os.path.isdir(m) and not _inside(Path(m).resolve(), out)]
+        if not files:
+            raise RunError(f"input {spec!r} matches no files")
+    else:
+        raise RunError(f"input {spec}: no such file or folder (and not a glob pattern)")
+    files.sort(key=lambda p: _natural_key(str(p)))
+    return files
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "x"
+
+
+def resolve_target(target, identity_names: Sequence[str]) -> str | int:
+    """'random', 'all' or the index of a named identity; an unknown name raises RunError listing the choices."""
+    name = str(target)
+    if name in ("random", "all"):
+        return name
+    if name in identity_names:
+        return list(identity_names).index(name)
+    raise RunError(f"target={name!r} is not an identity of this model; use random, all or one of: "
+                   + ", ".join(identity_names))
+
+
+def output_names(files: Sequence[Path], target: str | int, identity_names: Sequence[str],
+                 keep_names: bool) -> list[list[str]]:
+    """Output file name(s) per input index (content-independent unless keep_names)."""
+    width = max(6, len(str(max(len(files) - 1, 0))))
+    bases = [f"{i:0{width}d}" for i in range(len(files))]
+    if keep_names:
+        seen: dict[str, int] = {}
+        for f in files:
+            seen[f.stem.lower()] = seen.get(f.stem.lower(), 0) + 1
+        bases = [f.stem if seen[f.stem.lower()] == 1 else f"{f.stem}_{b}" for f, b in zip(files, bases)]
+    if target != "all":
+        return [[f"{b}.png"] for b in bases]
+    tags = [_safe(n) for n in identity_names]
+    tags = [t if tags.count(t) == 1 else f"{t}-{k}" for k, t in enumerate(tags)]
+    return [[f"{b}_{t}.png" for t in tags] for b in bases]
+
+
+def per_image_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The random stream of one image: depends on (seed, index) only, not on batching or resuming."""
+    return np.random.default_rng([int(seed), int(index), int(stream)])
+
+
+def target_codes(indices: Sequence[int], target: str | int, num_identities: int, seed: int) -> np.ndarray:
+    """Identity index c per image for target=random (uniform p(c), eq. 6) or a fixed identity."""
+    if target == "random":
+        return np.array([per_image_rng(seed, i).integers(num_identities) for i in indices], dtype=np.int64)
+    return np.full(len(indices), int(target), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- run state
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inputs_digest(files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            size = os.stat(f).st_size
+        except OSError:
+            size = -1
+        h.update(f"{os.path.abspath(f)}\0{size}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def check_state(out: Path, state: dict) -> None:
+    """Record the run's fingerprint in `out`, or check that a previous run there had the same one."""
+    path = out / STATE_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path} is unreadable ({exc}); delete it or use a new output folder") from exc
+        changed = sorted(k for k in state if old.get(k) != state[k])
+        if changed:
+            raise RunError(f"output {out} holds a different anonymize run (changed: {', '.join(changed)}); "
+                           "use a new output folder (or empty this one) to start over")
+        return
+    _write_text(path, json.dumps(state, indent=1) + "\n")
+
+
+def _load_feature_rows(out: Path) -> dict[int, tuple]:
+    """Features already stored: rows of a finished `features.npz`, then per-batch parts of an unfinished run."""
+    rows: dict[int, tuple] = {}
+    sources = [out / FEATURES_NAME] if (out / FEATURES_NAME).is_file() else []
+    parts = out / PARTS_DIR
+    if parts.is_dir():
+        sources += sorted(parts.glob("part_*.npz"))
+    for src in sources:
+        with np.load(src, allow_pickle=False) as z:
+            keep = z["ok"] if "ok" in z.files else np.ones(len(z["index"]), bool)
+            for i, m, lv, e in zip(z["index"][keep], z["mu"][keep], z["logvar"][keep], z["expression_pred"][keep]):
+                rows[int(i)] = (m, lv, int(e))
+    return rows
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+# ----------------------------------------------------------------------------- summary
+@dataclass
+class Summary:
+    """What a run did: outputs written now, already present (skipped as done), inputs skipped with a reason."""
+
+    output: Path
+    total: int
+    written: int = 0
+    already_done: int = 0
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, input, reason)
+    seconds: float = 0.0
+    completed: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self, max_reasons: int = 20) -> list[str]:
+        out = [f"pprl.anonymize: {self.total} inputs -> {self.output}"
+               + ("" if self.completed else " (INTERRUPTED: rerun the same command to finish)"),
+               f"  done {self.written + self.already_done} (written now {self.written}, already done "
+               f"{self.already_done}), skipped {len(self.skipped)}"
+               + (f" (reasons in {self.output / ERRORS_NAME})" if self.skipped else "")]
+        for i, src, reason in self.skipped[:max_reasons]:
+            out.append(f"  skipped #{i} {src}: {reason}")
+        if len(self.skipped) > max_reasons:
+            out.append(f"  ... and {len(self.skipped) - max_reasons} more")
+        if self.written:
+            out.append(f"  throughput: {self.images_per_s:.1f} images/s ({self.written} in {self.seconds:.1f} s)")
+        return out
+
+
+def _write_errors(out: Path, skipped: list[tuple[int, str, str]]) -> None:
+    with atomic_path(out / ERRORS_NAME) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "input", "reason"])
+        w.writerows(sorted(skipped))
+
+
+# ----------------------------------------------------------------------------- the run
+def pick_device(device: str) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(device))
+
+
+def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
+    """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw."""
+    from pprl.data import tensor_to_images
+
+    mu, logvar = model.encode(x)
+    f = mu
+    if sample:  # f ~ N(mu, sigma^2), the noise seeded per image
+        eps = np.stack([per_image_rng(seed, i, 1).standard_normal(mu.shape[1], np.float32) for i in idx])
+        f = mu + torch.from_numpy(eps).to(x.device) * (0.5 * logvar).exp()
+    if target == "all":
+        codes = [torch.full((len(idx),), k, dtype=torch.long, device=x.device) for k in range(model.num_identities)]
+    else:
+        codes = [torch.from_numpy(target_codes(idx, target, model.num_identities, seed)).to(x.device)]
+    return mu, logvar, [tensor_to_images(model.decode(f, c)) for c in codes]
+
+
+def _batches(items: Sequence[int], size: int):
+    for k in range(0, len(items), size):
+        yield items[k:k + size]
+
+
+@torch.inference_mode()
+def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
+              target: str = "random", *, keep_names: bool = False, manifest: bool = False,
+              features: bool = False, sample: bool = False, batch_size: int = 64, seed: int = 0,
+              device: str = "auto", num_workers: int = 2, min_side: int = MIN_SIDE,
+              max_pixels: int = MAX_PIXELS, progress: bool = True) -> Summary:
+    """Write the protected image(s) of every input into `output` (see the module docstring); returns a Summary."""
+    from tqdm import tqdm
+
+    from pprl.data import images_to_tensor
+
+    if int(batch_size) < 1:
+        raise RunError(f"batch_size must be >= 1, got {batch_size}")
+    ensure_strict_decoding()
+    dev = pick_device(device)
+    ckpt = find_checkpoint(run_dir)
+    model = load_model(ckpt, map_location=dev)
+    names, size = list(model.identity_names), int(model.hparams.image_size)
+    tgt = resolve_target(target, names)  # fail fast, before any input is touched
+    out = Path(output).expanduser()
+    files = list_inputs(input, out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    check_state(out, {"version": 1, "checkpoint_sha256": _sha256(ckpt), "inputs_sha256": _inputs_digest(files),
+                      "num_inputs": len(files), "target": str(target), "seed": int(seed), "sample": bool(sample),
+                      "keep_names": bool(keep_names)})
+
+    outs = output_names(files, tgt, names, keep_names)
+    with os.scandir(out) as it:
+        existing = {e.name for e in it}
+    feats = _load_feature_rows(out) if features else {}
+    done = [all(n in existing for n in outs[i]) and (not features or i in feats) for i in range(len(files))]
+    todo = [i for i in range(len(files)) if not done[i]]
+    summary = Summary(out, len(files), already_done=len(files) - len(todo))
+
+    def decode(i: int):
+        try:
+            return i, read_image(files[i], size, min_side=min_side, max_pixels=max_pixels), None
+        except BadImage as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # never let one input stop the batch
+            return i, None, f"unexpected {type(exc).__name__}: {exc}"
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(files), initial=summary.already_done, unit="img", desc="anonymize",
+               disable=not progress, file=sys.stderr)
+    pool = ThreadPoolExecutor(max(1, int(num_workers)))
+    try:
+        batches = list(_batches(todo, int(batch_size)))
+        pending = [pool.submit(decode, i) for i in batches[0]] if batches else []
+        for b, batch in enumerate(batches):
+            decoded = [f.result() for f in pending]
+            if b + 1 < len(batches):  # decode the next batch while this one runs through the model
+                pending = [pool.submit(decode, i) for i in batches[b + 1]]
+            ok = [(i, a) for i, a, _ in decoded if a is not None]
+            summary.skipped += [(i, str(files[i]), r) for i, a, r in decoded if a is None]
+            if ok:
+                idx = [i for i, _ in ok]
+                x = images_to_tensor(np.stack([a for _, a in ok])).to(dev)
+                mu, logvar, protected = protect(model, x, idx, tgt, seed, sample)
+                jobs = [(imgs[j], out / outs[i][k]) for k, imgs in enumerate(protected) for j, i in enumerate(idx)]
+                list(pool.map(lambda job: write_png(*job), jobs))
+                if features:
+                    expr = model.discriminator(x)[2].argmax(1)  # D3 on the input image
+                    (out / PARTS_DIR).mkdir(exist_ok=True)
+                    _save_npz(out / PARTS_DIR / f"part_{idx[0]:09d}_{len(idx)}.npz", index=np.array(idx),
+                              mu=mu.float().cpu().numpy(), logvar=logvar.float().cpu().numpy(),
+                              expression_pred=expr.cpu().numpy())
+                summary.written += len(idx)
+            bar.update(len(batch))
+        summary.seconds = time.perf_counter() - t0
+        if features:
+            _finish_features(out, len(files), model, _load_feature_rows(out))
+        if manifest:
+            _write_manifest(out, files, outs, tgt, names, seed)
+        summary.completed = True
+    finally:
+        summary.seconds = summary.seconds or time.perf_counter() - t0
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        _write_errors(out, summary.skipped)
+    return summary
+
+
+def _finish_features(out: Path, n: int, model, rows: dict[int, tuple]) -> None:
+    """Merge stored per-batch features into `features.npz` (row i = output index i), then drop the parts."""
+    latent = int(model.hparams.latent_dim)
+    mu = np.full((n, latent), np.nan, np.float32)
+    logvar = np.full((n, latent), np.nan, np.float32)
+    expr = np.full(n, -1, np.int64)
+    ok = np.zeros(n, bool)
+    for i, (m, lv, e) in rows.items():
+        if 0 <= i < n:
+            mu[i], logvar[i], expr[i], ok[i] = m, lv, e, True
+    _save_npz(out / FEATURES_NAME, index=np.arange(n), ok=ok, mu=mu, logvar=logvar, expression_pred=expr,
+              expression_names=np.array(list(model.expression_names), dtype=str))
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+
+
+def _write_manifest(out: Path, files, outs, tgt, names, seed) -> None:
+    """index, input, output, target for every output present (written only when manifest=true)."""
+    present = {e.name for e in os.scandir(out)}
+    codes = target_codes(range(len(files)), tgt, len(names), seed) if tgt != "all" else None
+    with atomic_path(out / MANIFEST_NAME) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "input", "output", "target"])
+        for i, f in enumerate(files):
+            for k, name in enumerate(outs[i]):
+                if name in present:
+                    w.writerow([i, str(f), name, names[k] if codes is None else names[codes[i]]])
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cli(cfg) -> int:
+    try:
+        summary = anonymize(cfg.run_dir, cfg.input, cfg.output, cfg.target, keep_names=bool(cfg.keep_names),
+                            manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
+                            batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
+                            num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
+                            max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress))
+    except RunError as exc:
+        print(f"pprl.anonymize: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def main() -> None:
+    import hydra
+
+    from pprl.paths import config_dir
+
+    @hydra.main(version_base=None, config_path=config_dir(), config_name="anonymize")
+    def _main(cfg) -> None:
+        code = _cli(cfg)
+        if code:
+            sys.exit(code)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
