@@ -1,0 +1,8 @@
+"""Generative applications of a trained PPRL-VGAN (paper §5.4 identity replacement, §5.5 image synthesis).
+
+One module per task of `python -m pprl.synthesize task=<name>`; each has `run(ctx) -> (figures, scores)`.
+"""
+
+from .synthesize import TASKS, synthesize
+
+__all__ = ["TASKS", "synthesize"]
