@@ -1,0 +1,183 @@
+"""Table 2 writers: `results/table2.json`, `results/table2.md`, confusion-matrix PNGs and logger output.
+
+JSON: one entry per scenario, fractions in [0, 1]:
+    {"unconstrained": {"identification": f, "expression": f, "n": int,
+                       "identification_ci95": [lo, hi], "expression_ci95": [lo, hi], "seconds": s, ...}, ...}
+CCRs are micro accuracies; the intervals are 95 % Wilson score intervals over the n test decisions
+(the random-guess figures are exact, so their interval is [p, p]).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from pprl.figures import save_png
+
+from .scenarios import TASKS, ScenarioResult, TaskResult
+
+Z95 = 1.959963984540054
+ROW_TITLES = {  # the paper's row names (Table 2)
+    "unconstrained": "Privacy Unconstrained",
+    "random_guess": "Random Guess",
+    "attack_I": "Attack Scenario I",
+    "attack_II": "Attack Scenario II",
+    "attack_III": "Attack Scenario III",
+    "attack_III_mu": "Attack Scenario III, f = μ",
+    "attack_III_sampled": "Attack Scenario III, f sampled",  # no "|" inside a Markdown cell
+}
+
+
+def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion hits/n (95 % for the default z)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= hits <= n:
+        raise ValueError(f"wilson_interval: hits={hits} must be in [0, n={n}]")
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _task_interval(task: TaskResult) -> list[float]:
+    if task.pred is None:  # random guessing: an exact figure, not an estimate
+        return [round(task.accuracy, 6)] * 2
+    return [round(v, 6) for v in wilson_interval(task.hits, task.n)]
+
+
+def table_dict(rows: dict[str, ScenarioResult]) -> dict[str, dict[str, Any]]:
+    """The JSON table: scenario -> figures, n, Wilson intervals, seconds, attacker details and extras."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, res in rows.items():
+        entry: dict[str, Any] = {}
+        for task in TASKS:
+            entry[task] = round(getattr(res, task).accuracy, 6)
+        entry["n"] = res.n
+        for task in TASKS:
+            entry[f"{task}_ci95"] = _task_interval(getattr(res, task))
+        entry["seconds"] = round(res.seconds, 2)
+        entry.update(res.extras)
+        attacker = {t: getattr(res, t).attacker for t in TASKS if getattr(res, t).attacker}
+        if attacker:
+            entry["attacker"] = attacker
+        out[name] = entry
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir: str | Path | None = None) -> str:
+    """Table 2 in the paper's layout (percentages, 95 % Wilson intervals in brackets) plus notes."""
+    col = f" ({dataset})" if dataset else ""
+    lines = ["# Table 2: person identification and facial expression recognition (CCR)", ""]
+    if run_dir is not None:
+        lines += [f"Run: `{run_dir}`", ""]
+    lines += [f"| Scenario | Identification{col} | Expression Recognition{col} | n |", "|---|---|---|---|"]
+    for name, entry in table.items():
+        cells = []
+        for task in TASKS:
+            lo, hi = entry[f"{task}_ci95"]
+            cells.append(_pct(entry[task]) if lo == hi else f"{_pct(entry[task])} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        title = ROW_TITLES.get(name, name)
+        lines.append(f"| {title} | {cells[0]} | {cells[1]} | {entry['n']} |")
+    lines += ["", "- Brackets: 95 % Wilson interval over the n test decisions. Attacks I and II test all N_id "
+              "protected versions G(I, c) of every test image (n = N_test x N_id)."]
+    rg = table.get("random_guess", {})
+    if rg.get("majority_identification") is not None and rg.get("majority_expression") is not None:
+        lines.append(f"- Majority-class rate (always the most frequent training label): identification "
+                     f"{_pct(rg['majority_identification'])}, expression {_pct(rg['majority_expression'])}.")
+    if "attack_III" in table and "variant" in table["attack_III"]:
+        lines.append(f"- Attack Scenario III reports the variant of f with the higher identification: "
+                     f"{'f = μ' if table['attack_III']['variant'] == 'mu' else 'f sampled from q(f|I)'}.")
+    timing = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in table.items() if not k.startswith("attack_III_"))
+    lines += [f"- Time per scenario (shared work counted in the first scenario that needs it): {timing}.", ""]
+    return "\n".join(lines)
+
+
+def confusion_image(matrix: np.ndarray, names: list[str], title: str, cell: int | None = None) -> Image.Image:
+    """A confusion matrix as a PIL image: rows = true class, columns = predicted class, shade = row fraction."""
+    k = len(matrix)
+    cell = cell or max(18, min(44, 640 // max(k, 1)))
+    font = ImageFont.load_default()
+    labels = [f"{i}: {n[:14]}" for i, n in enumerate(names)]
+    left = 12 + 7 * max(len(s) for s in labels)
+    top, bottom = 44, 18
+    img = Image.new("RGB", (left + k * cell + 12, top + k * cell + bottom), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((6, 4), title, fill="black", font=font)
+    draw.text((left, 22), "predicted ->", fill="black", font=font)
+    draw.text((6, 22), "true (rows)", fill="black", font=font)
+    rows = matrix.sum(1, keepdims=True).clip(min=1)
+    frac = matrix / rows
+    for i in range(k):
+        y = top + i * cell
+        draw.text((6, y + cell // 2 - 5), labels[i], fill="black", font=font)
+        for j in range(k):
+            x = left + j * cell
+            shade = int(round(255 * (1 - frac[i, j])))
+            colour = (shade, shade, 255) if i != j else (shade, 255 - (255 - shade) * 45 // 100, shade)
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(200, 200, 200))
+            if cell >= 22:
+                draw.text((x + 2, y + cell // 2 - 5), str(int(matrix[i, j])),
+                          fill="white" if frac[i, j] > 0.6 else "black", font=font)
+    for j in range(k):
+        draw.text((left + j * cell + cell // 2 - 3, top + k * cell + 3), str(j), fill="black", font=font)
+    return img
+
+
+def save_confusions(rows: dict[str, ScenarioResult], out_dir: Path) -> list[Path]:
+    """`confusion_<scenario>_<task>.png` for every row with predictions."""
+    paths = []
+    for name, res in rows.items():
+        for task in TASKS:
+            tr = getattr(res, task)
+            matrix = tr.confusion()
+            if matrix is None:
+                continue
+            title = f"{name} {task}: CCR {_pct(tr.accuracy)} (n={tr.n})"
+            paths.append(save_png(confusion_image(matrix, tr.names, title), out_dir / f"confusion_{name}_{task}.png"))
+    return paths
+
+
+def write_table(rows: dict[str, ScenarioResult], results_dir: str | Path, dataset: str = "",
+                run_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Write table2.json, table2.md and the confusion PNGs into `results_dir`; return the JSON table."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table = table_dict(rows)
+    tmp = results_dir / "table2.json.tmp"
+    tmp.write_text(json.dumps(table, indent=2))
+    tmp.replace(results_dir / "table2.json")
+    (results_dir / "table2.md").write_text(render_markdown(table, dataset, run_dir))
+    save_confusions(rows, results_dir)
+    return table
+
+
+def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_dir: Path | None = None) -> None:
+    """Send the table to Lightning loggers: `table2/<scenario>/<task>` scalars to every logger, and a
+    `wandb.Table` (+ the confusion PNGs) to any WandbLogger."""
+    metrics = {f"table2/{name}/{task}": float(entry[task]) for name, entry in table.items() for task in TASKS}
+    for lg in loggers or ():
+        lg.log_metrics(metrics)
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            columns = ["scenario", "identification", "expression", "n", "identification_ci95_lo",
+                       "identification_ci95_hi", "expression_ci95_lo", "expression_ci95_hi"]
+            data = [[name, e["identification"], e["expression"], e["n"], *e["identification_ci95"],
+                     *e["expression_ci95"]] for name, e in table.items()]
+            payload: dict[str, Any] = {"table2": wandb.Table(columns=columns, data=data)}
+            for png in sorted(Path(results_dir).glob("confusion_*.png")) if results_dir else []:
+                payload[f"table2_confusion/{png.stem.removeprefix('confusion_')}"] = wandb.Image(str(png))
+            lg.experiment.log(payload)
+        if hasattr(lg, "save"):
+            lg.save()
