@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -45,7 +46,9 @@ def build_model(cfg: DictConfig, splits) -> "PPRLVGAN":
         g_steps_per_d_step=int(cfg.train.g_steps_per_d_step),
         identity_names=splits.identities,
         expression_names=splits.expressions,
-    )
+        seed=int(cfg.seed),
+    ).configure_speedups(channels_last=bool(cfg.model.get("channels_last", False)),
+                         compile=bool(cfg.model.get("compile", False)))
 
 
 def _job_overrides() -> tuple[str | None, str | None]:
@@ -76,16 +79,18 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
 
 @torch.no_grad()
-def fake_head_summary(model, test_set, batch_size: int = 256) -> dict[str, float]:
-    """D3 accuracy (input's expression) and D2 accuracy (target c) on G(test, c) over all c, in eval mode."""
+def fake_head_summary(model, test_set, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
+    """D3 accuracy (input's expression) and D2 accuracy (target c) on G(test, c) over all c, in eval mode
+    (the draws f ~ q(f|I) come from a generator seeded with `seed`)."""
     from pprl.data import images_to_tensor
 
     model.eval()
+    generator = torch.Generator(device=model.device).manual_seed(int(seed))
     hits = {"d3_expression_acc_fake": 0.0, "d2_target_acc_fake": 0.0}
     for start in range(0, len(test_set), batch_size):
         x = images_to_tensor(test_set.images[start:start + batch_size]).to(model.device)
         expr = torch.as_tensor(test_set.expression[start:start + batch_size], device=model.device)
-        for key, value in model.fake_head_accuracy(x, expr).items():
+        for key, value in model.fake_head_accuracy(x, expr, generator=generator).items():
             hits[key] += float(value) * x.shape[0]
     return {k: v / max(len(test_set), 1) for k, v in hits.items()}
 
@@ -102,38 +107,58 @@ def resolve_resume(resume: str | None) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train on `cfg` (a composed `train` config); returns the training summary written to results/."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train on `cfg` (a composed `train` config); returns the training summary written to results/.
 
-    from pprl.callbacks import IdentitySwapGrid
+    `callbacks` are added before pprl's own. A run that raises (divergence included) is marked failed in
+    `results/failed.json` (see `record_failure`); a pre-empted one (SIGTERM / SIGINT) is not: it exits with
+    `checkpoints/last.ckpt` saved, to be continued with `resume=<run_dir>`.
+    """
     from pprl.config import validate_train_config
-    from pprl.data import FaceDataModule
 
     validate_train_config(cfg)
+    ckpt_path = resolve_resume(cfg.get("resume"))
     run_dir = Path(cfg.run_dir).resolve()
     (run_dir / "results").mkdir(parents=True, exist_ok=True)
+    (run_dir / "results" / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this dir
+    try:
+        return _fit(cfg, run_dir, ckpt_path, callbacks or [])
+    except Exception as err:
+        path = record_failure(run_dir, err)
+        log.error("run failed (%s); recorded in %s", err, path)
+        raise
+
+
+def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks: list) -> dict[str, Any]:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from pprl.callbacks import IdentitySwapGrid
+    from pprl.checkpoint import LastCheckpoint
+    from pprl.data import FaceDataModule
+
     pl.seed_everything(int(cfg.seed), workers=True)
+    logger = build_logger(cfg, run_dir)
+    callbacks = [
+        *extra_callbacks,
+        LastCheckpoint(run_dir / "checkpoints", every_n_steps=int(cfg.train.get("checkpoint_every_n_steps", 0))),
+        IdentitySwapGrid(run_dir / "figures" / "identity_swap", every_n_epochs=int(cfg.train.figure_every_n_epochs),
+                         num_rows=int(cfg.train.figure_rows), seed=int(cfg.seed)),
+    ]
+    # the Trainer first: its argument errors come before any data is loaded
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=logger if logger is not None else False, callbacks=callbacks,
+        default_root_dir=str(run_dir), enable_checkpointing=False)  # pprl's LastCheckpoint writes last.ckpt
 
     datamodule = FaceDataModule(cfg.dataset, batch_size=int(cfg.train.batch_size),
                                 num_workers=int(cfg.train.num_workers), seed=int(cfg.seed))
-    datamodule.setup("fit")
+    datamodule.setup("fit")  # a bad dataset.leave_out fails here, before the model is built
     splits = datamodule.splits
     log.info("data: %d train / %d test images, %d identities, %d expressions, %d px",
              len(splits.train), len(splits.test), splits.num_identities, splits.num_expressions, splits.image_size)
     model = build_model(cfg, splits)
-    logger = build_logger(cfg, run_dir)
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0),
-        IdentitySwapGrid(run_dir / "figures" / "identity_swap", every_n_epochs=int(cfg.train.figure_every_n_epochs),
-                         num_rows=int(cfg.train.figure_rows), seed=int(cfg.seed)),
-    ]
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger if logger is not None else False, callbacks=callbacks,
-        default_root_dir=str(run_dir))
     start = time.time()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.get("resume")))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         wall = time.time() - start
         summary: dict[str, Any] = {
             "wall_seconds": round(wall, 1),
@@ -143,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "g_steps": int(model.g_steps),
             "num_train": len(splits.train),
             "num_test": len(splits.test),
-            **fake_head_summary(model, splits.test),
+            **fake_head_summary(model, splits.test, seed=int(cfg.seed)),
         }
         if trainer.is_global_zero:
             (run_dir / "results" / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -155,8 +180,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
             evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers)
         return summary
-    except BaseException:
+    except BaseException as err:
         finish_wandb(exit_code=1)  # the W&B run shows as failed
+        if isinstance(err, (SIGTERMException, KeyboardInterrupt)):
+            log.warning("training stopped by a signal at step %d; continue with resume=%s",
+                        trainer.global_step, run_dir)
+        if isinstance(err, SIGTERMException):  # Lightning's has exit status 0: make pre-emption visible
+            raise SystemExit(128 + signal.SIGTERM) from err
         raise
     finally:
         finish_wandb()
@@ -207,12 +237,13 @@ def main(cfg: DictConfig) -> None:
     train and evaluate. A job that fails or diverges writes results/failed.json; in a --multirun the sweep
     goes on with the next job, a single run exits non-zero."""
     run_dir = Path(cfg.run_dir)
-    (run_dir / "results" / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this dir
+    failed = run_dir / "results" / "failed.json"
+    failed.unlink(missing_ok=True)  # from an earlier attempt in this dir
     try:
         with gpu_pool.pinned_gpu(cfg.get("gpu_pool"), label=run_dir.name):
             train(cfg)
     except Exception as err:
-        path = record_failure(run_dir, err)
+        path = failed if failed.is_file() else record_failure(run_dir, err)  # train() records its own failures
         if not _in_multirun():
             raise
         log.error("job failed (%s: %s); recorded in %s, the sweep goes on", type(err).__name__, err, path)

@@ -2,6 +2,10 @@
 
 Batches are sliced from one uint8 tensor per split and converted to float in [-1, 1]
 per batch (the decoder ends in tanh, paper Table 1); no per-image work happens per epoch.
+
+Exact resume: the training order of epoch e is a function of (seed, e) alone (`EpochBatchSampler`), and the
+training loader (`ResumableLoader`) reports its place in the epoch to Lightning's checkpoint, so a run resumed
+mid-epoch continues with the next unseen batch of the same permutation.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from . import ferg, folder, mug, synthetic
 from .split import FaceSet, FaceSplits, make_splits
@@ -93,6 +97,84 @@ class TensorBatches(Dataset):
         return images_to_tensor(self._np[idx]), self.identity[t], self.expression[t]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: a fixed function of (seed, epoch)."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 0x5EED) % (2**63 - 1)
+
+
+class EpochBatchSampler(Sampler):
+    """Index batches of a permutation that depends only on (seed, epoch) (a plain, fixed order if not `shuffle`).
+
+    `set_epoch(e)` (called by Lightning before every epoch) picks the permutation; without it, each complete
+    pass moves on to the next epoch, like a RandomSampler with its own generator. `skip` batches of the next
+    pass are left out (set by `ResumableLoader.load_state_dict` for a mid-epoch resume).
+    """
+
+    def __init__(self, num_items: int, batch_size: int, drop_last: bool, shuffle: bool = True, seed: int = 0):
+        self.num_items, self.batch_size, self.drop_last = int(num_items), int(batch_size), bool(drop_last)
+        self.shuffle, self.seed = bool(shuffle), int(seed)
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self.skip = 0  # a position saved in another epoch does not apply
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_items, self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_items))
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        return torch.randperm(self.num_items, generator=gen).tolist()
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        epoch = self.epoch
+        order = self.order(epoch)
+        for b in range(skip, len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+        if self.epoch == epoch:
+            self.epoch = epoch + 1  # a complete pass: the next one reshuffles unless set_epoch says otherwise
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an `EpochBatchSampler` whose position (epoch, batches handed out) goes into Lightning
+    checkpoints: Lightning saves `state_dict()` of loaders that have one and calls `load_state_dict` on resume.
+
+    Under DDP Lightning wraps the sampler (one batch in `world_size` per process); the position is then not
+    kept, and a resume restarts the interrupted epoch's permutation (exact resume is single-process).
+    """
+
+    _position = 0
+
+    def _epoch_sampler(self) -> EpochBatchSampler | None:
+        return self.sampler if isinstance(self.sampler, EpochBatchSampler) else None
+
+    def __iter__(self):
+        sampler = self._epoch_sampler()
+        self._position = sampler.skip if sampler is not None else 0
+        for batch in super().__iter__():
+            self._position += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        sampler = self._epoch_sampler()
+        return {} if sampler is None else {"epoch": sampler.epoch, "position": self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self._epoch_sampler()
+        if sampler is None or not state:
+            return
+        sampler.set_epoch(int(state.get("epoch", 0)))
+        position = int(state.get("position", 0))
+        sampler.skip = position if 0 < position < len(sampler) else 0
+        self._position = sampler.skip
+
+
 class FaceDataModule(pl.LightningDataModule):
     def __init__(self, dataset_cfg, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -102,7 +184,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.splits: FaceSplits | None = None
         self._train = self._test = None
-        self._generator = torch.Generator().manual_seed(self.seed)
+        self._train_sampler: EpochBatchSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
@@ -111,13 +193,15 @@ class FaceDataModule(pl.LightningDataModule):
             self._test = TensorBatches(self.splits.test)
 
     def _loader(self, ds: TensorBatches, train: bool) -> DataLoader:
+        # the loader's own generator only seeds workers; it keeps iterator creation off the global RNG
+        common = dict(batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                      generator=torch.Generator().manual_seed(self.seed))
         if train:
-            sampler = RandomSampler(ds, generator=self._generator)  # a new permutation every epoch
-            drop_last = len(ds) >= self.batch_size
-        else:
-            sampler, drop_last = SequentialSampler(ds), False
-        return DataLoader(ds, sampler=BatchSampler(sampler, self.batch_size, drop_last), batch_size=None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            if self._train_sampler is None:  # one sampler for every train loader: a new permutation every epoch
+                self._train_sampler = EpochBatchSampler(len(ds), self.batch_size, len(ds) >= self.batch_size,
+                                                        shuffle=True, seed=self.seed)
+            return ResumableLoader(ds, sampler=self._train_sampler, **common)
+        return DataLoader(ds, sampler=BatchSampler(SequentialSampler(ds), self.batch_size, False), **common)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
