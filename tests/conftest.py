@@ -6,10 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from pprl.paths import config_dir
+
+# Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine two threads waiting on each
+# other made tiny runs 10-25x slower: the suite (and the CLIs it starts) use one thread.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Tiny but real: 16 px faces, 3 identities x 7 expressions x 8 images, 4-channel networks.
 TINY_OVERRIDES = [
