@@ -9,8 +9,11 @@
 - attack_III:    a 3 x 256 MLP trained on f(I_train) and tested on f(I_test), once with f = mu and once with
                  f sampled from q(f|I); the row reports the stronger identification, both are kept.
 
-Work shared between scenarios (the unconstrained classifiers, the protected test set) is done once by the
-first scenario that needs it, and its time is counted there.
+Beyond the paper (opt-in, `attack=strong`; runners in `pprl.attacks.strong`): attack_II_strong,
+attack_III_strong and linkability (row `linkability_auc`).
+
+Work shared between scenarios (the unconstrained classifiers, the protected test set, the protected training
+set and attack II's classifiers) is done once by the first scenario that needs it, and its time is counted there.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classi
 from .protect import ProtectedSet, latent_features, protect
 
 TASKS = ("identification", "expression")
-SCENARIOS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
+PAPER_SCENARIOS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
+STRONG_SCENARIOS = ("attack_II_strong", "attack_III_strong", "linkability")  # beyond the paper (issue 8)
+SCENARIOS = PAPER_SCENARIOS + STRONG_SCENARIOS  # every allowed name, in the order they run
 ATTACK_III_VARIANTS = ("mu", "sampled")
 
 
@@ -110,6 +115,9 @@ class AttackContext:
         self.names = {"identification": list(splits.identities), "expression": list(splits.expressions)}
         self._original: dict[str, Any] | None = None
         self._protected_test: ProtectedSet | None = None
+        self._protected_train: ProtectedSet | None = None
+        self.keep_protected_train = False  # set by run_scenarios when attack_II_strong reuses attack II's set
+        self.shared: dict[str, Any] = {}  # trained attackers reused by later scenarios (e.g. by linkability)
 
     # ------------------------------------------------------------------ shared work
     def settings(self, scenario: str) -> DictConfig:
@@ -120,8 +128,12 @@ class AttackContext:
         return block
 
     def train_image_classifiers(self, scenario: str, images: np.ndarray, identity: np.ndarray,
-                                expression: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-        """One D2-shaped identifier and one D3-shaped expression classifier, trained from scratch on `images`."""
+                                expression: np.ndarray, groups: np.ndarray,
+                                make_net: Callable[[int], torch.nn.Module] | None = None) -> dict[str, Any]:
+        """One D2-shaped identifier and one D3-shaped expression classifier, trained from scratch on `images`.
+
+        `make_net(num_classes)` builds another network instead (attack_II_strong).
+        """
         block = self.settings(scenario)
         fit = FitSettings.from_config(block, f"attack.{scenario}")
         width = int(block.get("width") or self.model.hparams.width)
@@ -131,8 +143,9 @@ class AttackContext:
         nets, reports = {}, {}
         for task, labels in (("identification", identity), ("expression", expression)):
             torch.manual_seed(derived_seed(self.seed, scenario, task, "init"))
-            net = ImageClassifier(self.splits.image_size, width, len(self.names[task]),
-                                  hidden=int(block.get("hidden", 256)))
+            net = (make_net(len(self.names[task])) if make_net is not None else
+                   ImageClassifier(self.splits.image_size, width, len(self.names[task]),
+                                   hidden=int(block.get("hidden", 256))))
             reports[task] = fit_classifier(net, images, labels, train_rows, val_rows, fit,
                                            seed=derived_seed(self.seed, scenario, task, "fit"),
                                            device=self.device, desc=f"{scenario} {task}")
@@ -153,6 +166,27 @@ class AttackContext:
             self._protected_test = protect(self.model, self.splits.test, self.batch_size, self.sample,
                                            derived_seed(self.seed, "protect", "test"), desc="protect test")
         return self._protected_test
+
+    def protected_train(self) -> ProtectedSet:
+        """G(I_train, c) for every training image and code c (attack II and attack_II_strong train on it)."""
+        if self._protected_train is None:
+            self._protected_train = protect(self.model, self.splits.train, self.batch_size, self.sample,
+                                            derived_seed(self.seed, "protect", "train"), desc="protect train")
+        return self._protected_train
+
+    def release_protected_train(self) -> None:
+        """Free the largest array of the evaluation (N_train * N_id images)."""
+        self._protected_train = None
+
+    def attack_II_classifiers(self) -> dict[str, Any]:
+        """Attack II's classifiers, trained on the protected training set (reused by linkability)."""
+        if "attack_II" not in self.shared:
+            prot = self.protected_train()
+            self.shared["attack_II"] = self.train_image_classifiers("attack_II", prot.images, prot.identity,
+                                                                    prot.expression, groups=prot.source)
+            if not self.keep_protected_train:
+                self.release_protected_train()
+        return self.shared["attack_II"]
 
     def classify(self, classifiers: dict[str, Any], images: np.ndarray, identity: np.ndarray,
                  expression: np.ndarray, desc: str) -> tuple[TaskResult, TaskResult]:
@@ -199,11 +233,7 @@ def attack_I(ctx: AttackContext) -> list[ScenarioResult]:
 
 
 def attack_II(ctx: AttackContext) -> list[ScenarioResult]:
-    train_prot = protect(ctx.model, ctx.splits.train, ctx.batch_size, ctx.sample,
-                         derived_seed(ctx.seed, "protect", "train"), desc="protect train")
-    classifiers = ctx.train_image_classifiers("attack_II", train_prot.images, train_prot.identity,
-                                              train_prot.expression, groups=train_prot.source)
-    del train_prot  # the largest array of the evaluation (N_train * N_id images)
+    classifiers = ctx.attack_II_classifiers()  # frees the protected training set unless attack_II_strong follows
     prot = ctx.protected_test()
     ident, expr = ctx.classify(classifiers, prot.images, prot.identity, prot.expression, "attack_II")
     return [ScenarioResult("attack_II", ident, expr)]
@@ -261,23 +291,32 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
     """Run `scenarios` (default: `attack.scenarios`) in Table 2 order; returns rows by name, timed.
 
     Attack I needs the unconstrained classifiers, so asking for it also reports the unconstrained row;
-    the random-guess row is free and always reported.
+    linkability likewise reports the row of the network it reads (attack_II by default); the random-guess
+    row is free and always reported. The first row a scenario returns is its main row (it gets the time).
     """
-    wanted = list(scenarios if scenarios is not None else ctx.cfg.get("scenarios", SCENARIOS))
-    unknown = [s for s in wanted if s not in RUNNERS]
+    from . import strong  # the beyond-the-paper scenarios (they import this module)
+
+    runners = {**RUNNERS, **strong.RUNNERS}
+    wanted = list(scenarios if scenarios is not None else ctx.cfg.get("scenarios", PAPER_SCENARIOS))
+    unknown = [s for s in wanted if s not in runners]
     if unknown:
         raise ValueError(f"attack.scenarios: unknown scenario(s) {unknown}; allowed: {list(SCENARIOS)}")
     wanted = set(wanted) | {"random_guess"} | ({"unconstrained"} if "attack_I" in wanted else set())
-    rows: dict[str, ScenarioResult] = {}
-    for name in (s for s in SCENARIOS if s in wanted):
-        start = time.time()
-        produced = RUNNERS[name](ctx)
-        seconds = time.time() - start
-        for res in produced:
-            if res.name == name:
-                res.seconds = seconds
-            rows[res.name] = res
-        main = rows[name]
-        log(f"{name}: identification {main.identification.accuracy:.4f}, expression {main.expression.accuracy:.4f}"
-            f" (n={main.n}, {seconds:.1f} s)")
+    wanted |= strong.prepare(ctx, wanted)  # checks their settings before anything trains
+    ctx.keep_protected_train = "attack_II_strong" in wanted
+    rows: dict[str, Any] = {}
+    try:
+        for name in (s for s in SCENARIOS if s in wanted):
+            start = time.time()
+            produced = runners[name](ctx)
+            seconds = time.time() - start
+            produced[0].seconds = seconds
+            for res in produced:
+                rows[res.name] = res
+            main = produced[0]
+            summary = (main.summary() if hasattr(main, "summary") else
+                       f"identification {main.identification.accuracy:.4f}, expression {main.expression.accuracy:.4f}")
+            log(f"{name}: {summary} (n={main.n}, {seconds:.1f} s)")
+    finally:
+        ctx.release_protected_train()
     return rows

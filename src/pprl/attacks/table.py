@@ -4,7 +4,8 @@ JSON: one entry per scenario, fractions in [0, 1]:
     {"unconstrained": {"identification": f, "expression": f, "n": int,
                        "identification_ci95": [lo, hi], "expression_ci95": [lo, hi], "seconds": s, ...}, ...}
 CCRs are micro accuracies; the intervals are 95 % Wilson score intervals over the n test decisions
-(the random-guess figures are exact, so their interval is [p, p]).
+(the random-guess figures are exact, so their interval is [p, p]). Rows that are not CCRs (`linkability_auc`)
+write their own entry (`table_entry()`, see `pprl.attacks.linkability`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ ROW_TITLES = {  # the paper's row names (Table 2)
     "attack_III": "Attack Scenario III",
     "attack_III_mu": "Attack Scenario III, f = μ",
     "attack_III_sampled": "Attack Scenario III, f sampled",  # no "|" inside a Markdown cell
+    # beyond the paper (attack=strong, pprl.attacks.strong)
+    "attack_II_strong": "Attack II, strong (deeper CNN + augmentation)",
+    "attack_III_strong": "Attack III, strong (best of MLP / logistic / k-NN on f)",
+    "linkability_auc": "Linkability (ROC AUC; 0.5 = no link)",
 }
 
 
@@ -56,6 +61,9 @@ def table_dict(rows: dict[str, ScenarioResult]) -> dict[str, dict[str, Any]]:
     """The JSON table: scenario -> figures, n, Wilson intervals, seconds, attacker details and extras."""
     out: dict[str, dict[str, Any]] = {}
     for name, res in rows.items():
+        if not isinstance(res, ScenarioResult):  # not a CCR row (linkability_auc): it knows its own entry
+            out[name] = {**res.table_entry(), "seconds": round(res.seconds, 2)}
+            continue
         entry: dict[str, Any] = {}
         for task in TASKS:
             entry[task] = round(getattr(res, task).accuracy, 6)
@@ -83,6 +91,11 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
         lines += [f"Run: `{run_dir}`", ""]
     lines += [f"| Scenario | Identification{col} | Expression Recognition{col} | n |", "|---|---|---|---|"]
     for name, entry in table.items():
+        if "auc" in entry and "identification" not in entry:  # linkability: a ROC AUC, not a CCR
+            lo, hi = entry["auc_ci95"]
+            lines.append(f"| {ROW_TITLES.get(name, name)} | AUC {entry['auc']:.3f} [{lo:.3f}, {hi:.3f}] | – "
+                         f"| {entry['n']} |")
+            continue
         cells = []
         for task in TASKS:
             lo, hi = entry[f"{task}_ci95"]
@@ -98,9 +111,33 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     if "attack_III" in table and "variant" in table["attack_III"]:
         lines.append(f"- Attack Scenario III reports the variant of f with the higher identification: "
                      f"{'f = μ' if table['attack_III']['variant'] == 'mu' else 'f sampled from q(f|I)'}.")
-    timing = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in table.items() if not k.startswith("attack_III_"))
+    lines += strong_notes(table)
+    timing = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in table.items()
+                       if k not in ("attack_III_mu", "attack_III_sampled"))
     lines += [f"- Time per scenario (shared work counted in the first scenario that needs it): {timing}.", ""]
     return "\n".join(lines)
+
+
+def strong_notes(table: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown notes on the beyond-the-paper rows (attack=strong), if present."""
+    lines = []
+    if "attack_II_strong" in table:
+        lines.append("- Attack II, strong: a deeper CNN (8 3x3 convs) trained longer on the same protected "
+                     "training set as attack II, with random shifts, flips, rotations and colour jitter.")
+    s3 = table.get("attack_III_strong")
+    if s3 and "attackers" in s3:
+        each = ", ".join(f"{k} {_pct(v['identification'])}" for k, v in s3["attackers"].items())
+        f = "μ" if s3.get("variant", "mu") == "mu" else "a draw from q(f|I)"
+        lines.append(f"- Attack III, strong (f = {f}): per column the best attacker on the "
+                     f"test set ({s3['best']['identification']} / {s3['best']['expression']}); "
+                     f"identification of each: {each}.")
+    link = table.get("linkability_auc")
+    if link:
+        lines.append(f"- Linkability: ROC AUC of the cosine similarity of {link['features_from']}'s penultimate "
+                     f"features, {link['n_same']} same-person pairs (different source images and target codes) vs "
+                     f"{link['n_different']} different-person pairs matched on expression and target code; "
+                     "0.5 = no link; Hanley-McNeil 95 % interval.")
+    return lines
 
 
 def confusion_image(matrix: np.ndarray, names: list[str], title: str, cell: int | None = None) -> Image.Image:
@@ -138,6 +175,8 @@ def save_confusions(rows: dict[str, ScenarioResult], out_dir: Path) -> list[Path
     """`confusion_<scenario>_<task>.png` for every row with predictions."""
     paths = []
     for name, res in rows.items():
+        if not isinstance(res, ScenarioResult):
+            continue
         for task in TASKS:
             tr = getattr(res, task)
             matrix = tr.confusion()
@@ -165,7 +204,8 @@ def write_table(rows: dict[str, ScenarioResult], results_dir: str | Path, datase
 def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_dir: Path | None = None) -> None:
     """Send the table to Lightning loggers: `table2/<scenario>/<task>` scalars to every logger, and a
     `wandb.Table` (+ the confusion PNGs) to any WandbLogger."""
-    metrics = {f"table2/{name}/{task}": float(entry[task]) for name, entry in table.items() for task in TASKS}
+    metrics = {f"table2/{name}/{key}": float(entry[key]) for name, entry in table.items()
+               for key in (*TASKS, "auc") if key in entry}
     for lg in loggers or ():
         lg.log_metrics(metrics)
         if type(lg).__name__ == "WandbLogger":
@@ -174,7 +214,7 @@ def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_
             columns = ["scenario", "identification", "expression", "n", "identification_ci95_lo",
                        "identification_ci95_hi", "expression_ci95_lo", "expression_ci95_hi"]
             data = [[name, e["identification"], e["expression"], e["n"], *e["identification_ci95"],
-                     *e["expression_ci95"]] for name, e in table.items()]
+                     *e["expression_ci95"]] for name, e in table.items() if "identification" in e]
             payload: dict[str, Any] = {"table2": wandb.Table(columns=columns, data=data)}
             for png in sorted(Path(results_dir).glob("confusion_*.png")) if results_dir else []:
                 payload[f"table2_confusion/{png.stem.removeprefix('confusion_')}"] = wandb.Image(str(png))
