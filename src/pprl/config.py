@@ -167,4 +167,6 @@ def _check_attack(attack: DictConfig | None) -> list[str]:
             problems.append(f"attack.attack_III.variants={variants}: allowed values are {', '.join(ATTACK_III_VARIANTS)}")
     if not _is_int(attack.get("batch_size", 256)) or attack.get("batch_size", 256) < 1:
         problems.append(f"attack.batch_size={attack.get('batch_size')!r}: must be an integer >= 1")
-    return problems
+    from pprl.attacks.strong import config_problems as strong_problems
+
+    return problems + strong_problems(attack, list(scenarios))
