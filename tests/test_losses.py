@@ -87,3 +87,15 @@ def test_reconstruction_loss_uses_only_masked_samples():
     fake = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 2.0)])
     assert losses.reconstruction_loss(fake, real, torch.tensor([True, False])).item() == pytest.approx(0.5)
     assert losses.reconstruction_loss(fake, real, torch.tensor([False, False])).item() == 0.0
+
+
+def test_standardize_is_scale_invariant():
+    f = torch.randn(32, 5)
+    torch.testing.assert_close(losses.standardize(f * 0.1 + 3.0), losses.standardize(f), atol=1e-2, rtol=1e-2)
+    out = losses.standardize(f)
+    torch.testing.assert_close(out.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+
+
+def test_confusion_loss_is_zero_at_uniform_and_positive_otherwise():
+    assert losses.confusion_loss(torch.zeros(4, 6)).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.confusion_loss(torch.tensor([[5.0, 0.0, 0.0]])).item() > 0.5

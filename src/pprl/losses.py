@@ -110,3 +110,13 @@ def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
     no classifier can read the identity from the released representation (beyond the paper, see README).
     """
     return -F.log_softmax(logits, dim=1).mean(dim=1).mean() - math.log(logits.shape[1])
+
+
+def standardize(f: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Per-dimension zero mean / unit variance over the batch.
+
+    The latent identity adversary sees standardised mu, as a real attacker does (attack III standardises its
+    features): without it, identity hidden in low-variance dimensions of mu escapes an adversary on raw mu but
+    not an attacker that rescales them (measured: 99 % attack-III identification with the raw-mu adversary).
+    """
+    return (f - f.mean(dim=0, keepdim=True)) / (f.std(dim=0, keepdim=True) + eps)

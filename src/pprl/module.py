@@ -159,7 +159,7 @@ class PPRLVGAN(pl.LightningModule):
             real_logit, fake_logit, id_logits, identity, expr_logits, expression, self.lambdas,
             fake_weight=self.hparams.d1_fake_weight, label_smoothing=self.hparams.label_smoothing)
         if self.latent_adversary is not None:
-            latent_logits = self.latent_adversary(mu)
+            latent_logits = self.latent_adversary(losses.standardize(mu))
             terms["latent_identity"] = F.cross_entropy(latent_logits, identity)
             terms["total"] = terms["total"] + terms["latent_identity"]
             terms["acc_latent_identity"] = (latent_logits.argmax(1) == identity).float().mean()
@@ -188,7 +188,7 @@ class PPRLVGAN(pl.LightningModule):
             terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
             terms["total"] = terms["total"] + self.lambdas["rec"] * terms["rec_reconstruction"]
         if self.latent_adversary is not None:
-            terms["g5_latent_confusion"] = losses.confusion_loss(self.latent_adversary(mu))
+            terms["g5_latent_confusion"] = losses.confusion_loss(self.latent_adversary(losses.standardize(mu)))
             terms["total"] = terms["total"] + self.lambdas["g5"] * terms["g5_latent_confusion"]
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["total"])
