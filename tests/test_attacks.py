@@ -75,15 +75,6 @@ def fake_model(splits, decoder_cls):
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These nets are tiny: one thread is as fast on an idle machine and many times faster on a shared one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def attack_cfg():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

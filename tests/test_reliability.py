@@ -27,15 +27,6 @@ RELIABLE = ["trainer.deterministic=true", "logger=none", "dataset.images_per_gro
 TOTAL_STEPS = 27  # 3 epochs x 3 batches x (1 + 2) optimizer steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 threads on a busy 2-core machine are ~10-100x slower than 1 (OpenMP spinning); timings aside, same math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def ckpt(run_dir: Path) -> dict:
     return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 

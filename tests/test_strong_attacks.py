@@ -99,14 +99,6 @@ def fake_model(splits, encoder, decoder):
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def attack_cfg():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

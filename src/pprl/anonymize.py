@@ -399,17 +399,9 @@ def _cli(cfg) -> int:
 
 
 def main() -> None:
-    import hydra
+    from pprl.cli import run_hydra
 
-    from pprl.paths import config_dir
-
-    @hydra.main(version_base=None, config_path=config_dir(), config_name="anonymize")
-    def _main(cfg) -> None:
-        code = _cli(cfg)
-        if code:
-            sys.exit(code)
-
-    _main()
+    run_hydra("anonymize", _cli)
 
 
 if __name__ == "__main__":
