@@ -44,7 +44,7 @@ def test_wandb_offline_logger(tmp_path):
 
 
 def test_csv_logger_records_every_loss_term(tmp_path):
-    cfg = compose_train(tmp_path, ["trainer.max_epochs=1"])
+    cfg = compose_train(tmp_path, ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1"])
     train(cfg)
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     for term in ("train/D/d1_real_step", "train/D/d2_identity_step", "train/D/acc_fake_d1_step",
