@@ -214,23 +214,24 @@ def choose_inputs(ctx: Context, num: int, pool: np.ndarray | None = None) -> Inp
     return test_inputs(ctx, pool[local].tolist())
 
 
-def resolve_identity(value: Any, names: Sequence[str], key: str = "task.identities") -> int:
-    """An identity name (or index) -> its index in the model; unknown names are an error naming them."""
+def resolve_label(value: Any, names: Sequence[str], key: str, kind: str) -> int:
+    """A label name (or index) -> its index in the model; an unknown one is an error naming it and the choices."""
     if isinstance(value, str) and value in names:
         return names.index(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
         return value
-    raise ValueError(f"{key}: identity {value!r} is not in the model; it knows {list(names)} "
+    raise ValueError(f"{key}: {kind} {value!r} is not in the model; it knows {list(names)} "
                      f"(or an index 0..{len(names) - 1})")
+
+
+def resolve_identity(value: Any, names: Sequence[str], key: str = "task.identities") -> int:
+    """An identity name (or index) -> its index in the model."""
+    return resolve_label(value, names, key, "identity")
 
 
 def resolve_expression(value: Any, names: Sequence[str], key: str) -> int:
-    if isinstance(value, str) and value in names:
-        return names.index(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
-        return value
-    raise ValueError(f"{key}: expression {value!r} is not in the model; it knows {list(names)} "
-                     f"(or an index 0..{len(names) - 1})")
+    """An expression name (or index) -> its index in the model."""
+    return resolve_label(value, names, key, "expression")
 
 
 def target_identities(ctx: Context) -> list[int]:

@@ -37,9 +37,7 @@ def list_ferg(root: Path) -> Listing:
         for e, ex in enumerate(EXPRESSIONS):
             folder = db / ch / f"{ch}_{ex}"
             for f in image_files(folder) if folder.is_dir() else []:
-                lst.files.append(f)
-                lst.identity.append(i)
-                lst.expression.append(e)
+                lst.add(f, i, e)
     check_labels(lst, "FERG character", "FERG expression")
     return lst
 

@@ -33,6 +33,12 @@ class Listing:
     identities: list[str]
     expressions: list[str]
 
+    def add(self, file: Path, identity: int, expression: int) -> None:
+        """Append one file with its labels."""
+        self.files.append(file)
+        self.identity.append(identity)
+        self.expression.append(expression)
+
 
 def natural_key(name: str):
     """'frame10' sorts after 'frame9'."""
@@ -130,10 +136,9 @@ def list_folder(root: Path) -> Listing:
     lst = Listing(root, [], [], [], [d.name for d in id_dirs], expressions)
     for i, d in enumerate(id_dirs):
         for e_dir in subdirs(d):
+            e = expressions.index(e_dir.name)
             for f in image_files(e_dir):
-                lst.files.append(f)
-                lst.identity.append(i)
-                lst.expression.append(expressions.index(e_dir.name))
+                lst.add(f, i, e)
     check_labels(lst)
     return lst
 

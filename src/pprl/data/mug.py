@@ -65,9 +65,7 @@ def list_mug(root: Path, num_subjects: int = 8, trim: int = 20) -> Listing:
     lst = Listing(subjects_dir, [], [], [], names, list(EXPRESSIONS))
     for i, name in enumerate(names):
         for e, f in per_subject[name]:
-            lst.files.append(f)
-            lst.identity.append(i)
-            lst.expression.append(e)
+            lst.add(f, i, e)
     check_labels(lst, "MUG subject", "MUG expression")
     return lst
 
