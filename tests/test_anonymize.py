@@ -146,12 +146,12 @@ def test_folder_with_good_and_bad_inputs(tiny_run, faces, tmp_path, monkeypatch)
     assert (z["expression_pred"][ok_rows] >= 0).all() and (z["expression_pred"][~z["ok"]] == -1).all()
     assert len(z["expression_names"]) == 7
     assert not (out / anon.PARTS_DIR).exists() and not (out / "manifest.csv").exists()
-    # features match the model's encoder on the same decoded input
+    # features are the released representation of the model on the same decoded input
     from pprl.data import images_to_tensor
     from pprl.io import load_model
 
     model = load_model(tiny_run)
-    mu, _ = model.encode(images_to_tensor(read_image(faces / "a_rgb.png", 16)[None]))
+    mu = model.represent(images_to_tensor(read_image(faces / "a_rgb.png", 16)[None]), sample=False)  # released
     np.testing.assert_allclose(z["mu"][order.index("a_rgb.png")], mu[0].detach().numpy(), atol=1e-5)
 
 

@@ -288,3 +288,16 @@ def test_cli_json(tmp_path):
     assert res["train"]["amy"]["calm"] + res["test"]["amy"]["calm"] == 4 and res["test"]["bob"]["sad"] == 1
     assert res["skipped"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "tree"]  # hydra wrote nothing
+
+
+def test_synthetic_tree_reads_back_through_the_folder_source(tmp_path):
+    """`python -m pprl.data.synthetic ROOT` writes other characters in the layout dataset=folder reads."""
+    synthetic.main([str(tmp_path / "other"), "--identities", "6,7", "--per-group", "2", "--size", "16"])
+    s = load_faces(dict(name="folder", root=str(tmp_path / "other"), image_size=16))
+    assert s.identities == ["id06", "id07"] and s.expressions == synthetic.EXPRESSIONS
+    assert len(s.train) + len(s.test) == 2 * 7 * 2
+    drawn = synthetic.render_face(6, 3, 1, 16, seed=1)
+    stored = np.asarray(Image.open(tmp_path / "other" / "id06" / "joy" / "0001.png"))
+    assert np.array_equal(drawn, stored)
+    with pytest.raises(SystemExit):
+        synthetic.main([str(tmp_path / "bad"), "--per-group", "0"])

@@ -23,7 +23,7 @@ def _round_trip(run_dir, paths) -> None:
     for batch in (3, 7):  # neither is the batch size used while exporting (2)
         image, identity = example_inputs(model, batch, seed=batch)
         with torch.no_grad():
-            mu, logvar = model.encode(image)
+            mu, logvar = model.release(*model.encode(image))  # the released posterior
             protected = model(image, identity, sample=False)  # G(I, c) with f(I) = mu
         got_mu, got_logvar = enc(image.numpy())
         (got_img,) = gen(image.numpy(), identity.numpy())

@@ -9,7 +9,8 @@ replaced by G(I, c) = Dec(f(I) ⊕ c) with target identity c: one PNG per image 
 per image from a generator seeded by (seed, image index), so the draw does not depend on batch size or on
 resuming; `target=<name>`: that identity; `target=all`: one PNG per identity). f(I) is the encoder's mean
 μ (deterministic); `sample=true` uses a draw μ + σ·ε with ε seeded per image. `features=true` also writes
-`features.npz`: row i = output index i, arrays `mu`, `logvar` (f(I)'s Gaussian), `expression_pred` (D3's
+`features.npz`: row i = output index i, arrays `mu`, `logvar` (f(I)'s released Gaussian: with
+`lambda.release_kl` > 0 the uninformative dims hold the prior, mu 0 / logvar 0), `expression_pred` (D3's
 argmax on I, -1 for skipped inputs), `ok`, `index`, `expression_names` — the identity-free representation.
 
 Output folder: `000000.png, 000001.png, ...` (or `000000_<target>.png` for target=all; the original stem
@@ -249,7 +250,8 @@ def pick_device(device: str) -> torch.device:
 
 
 def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
-    """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw."""
+    """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw
+    of the whole posterior; the returned (mu, logvar) are the released posterior (`PPRLVGAN.release`)."""
     from pprl.data import tensor_to_images
 
     mu, logvar = model.encode(x)
@@ -261,7 +263,7 @@ def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed:
         codes = [torch.full((len(idx),), k, dtype=torch.long, device=x.device) for k in range(model.num_identities)]
     else:
         codes = [torch.from_numpy(target_codes(idx, target, model.num_identities, seed)).to(x.device)]
-    return mu, logvar, [tensor_to_images(model.decode(f, c)) for c in codes]
+    return (*model.release(mu, logvar), [tensor_to_images(model.decode(f, c)) for c in codes])
 
 
 def _batches(items: Sequence[int], size: int):

@@ -33,14 +33,16 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 class EncoderExport(nn.Module):
-    """image -> (mu, logvar)."""
+    """image -> (mu, logvar) of the released posterior (`PPRLVGAN.release`)."""
 
     def __init__(self, model):
         super().__init__()
         self.encoder = model.encoder
+        self.register_buffer("keep", released_dims(model), persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(image)
+        mu, logvar = self.encoder(image)
+        return mu * self.keep, logvar * self.keep
 
 
 class GeneratorExport(nn.Module):
@@ -55,6 +57,13 @@ class GeneratorExport(nn.Module):
         mu, _ = self.encoder(image)
         onehot = (identity.unsqueeze(1) == self.codes.unsqueeze(0)).to(mu.dtype)  # exports as Equal + Cast
         return self.decoder(mu, onehot)
+
+
+def released_dims(model) -> torch.Tensor:
+    """(latent_dim,) float: 1 on the dims the model releases, 0 where the prior replaces q(f|I)."""
+    if float(model.lambdas.get("release_kl", 0.0)) <= 0:
+        return torch.ones(int(model.hparams.latent_dim))
+    return model.release_mask().float().cpu()
 
 
 def example_inputs(model, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +149,7 @@ def check_export(run_dir: str | Path, paths: dict[str, Path], batch_sizes=(1, 5)
     for b in batch_sizes:
         image, identity = example_inputs(model, b, seed=b)
         mu, logvar = model.encode(image)
-        ref = [mu, logvar, model.decode(mu, identity)]
+        ref = [*model.release(mu, logvar), model.decode(mu, identity)]
         got = enc(image.numpy()) + gen(image.numpy(), identity.numpy())
         for r, g in zip(ref, got):
             if tuple(g.shape) != tuple(r.shape):

@@ -60,10 +60,10 @@ def load_model(run_dir_or_ckpt: str | Path, map_location: str | torch.device = "
     ckpt = read_checkpoint(path)
     try:
         model = PPRLVGAN(**ckpt["hyper_parameters"])
+        model.on_load_checkpoint(ckpt)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as exc:
         raise RunError(f"{path} does not match this version's PPRL-VGAN: {exc}") from exc
-    model.on_load_checkpoint(ckpt)
     return model.to(map_location).eval()
 
 

@@ -1,0 +1,65 @@
+"""The released posterior (lambda.release_kl): uninformative latent dims are replaced by the prior at release."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pprl.io import load_model
+from pprl.module import PPRLVGAN
+
+LAMBDAS = {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.6, "g4": 0.01}
+
+
+def small_model(release_kl: float) -> PPRLVGAN:
+    torch.manual_seed(0)
+    model = PPRLVGAN(3, 7, image_size=16, width=4, latent_dim=6, lambdas={**LAMBDAS, "release_kl": release_kl})
+    model.latent_kl.copy_(torch.tensor([1.2, 0.1, 0.7, 0.0, 0.49, 3.0]))
+    return model
+
+
+def test_release_replaces_dims_below_the_threshold_with_the_prior():
+    model = small_model(0.5)
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    assert model.release_mask().tolist() == [True, False, True, False, False, True]
+    model.eval()
+    raw_mu, raw_logvar = model.encode(x)  # the whole posterior: what protected images are drawn from
+    assert torch.equal(raw_mu, model.encoder(x)[0])
+    mu, logvar = model.release(raw_mu, raw_logvar)
+    kept = torch.tensor([0, 2, 5])
+    dropped = torch.tensor([1, 3, 4])
+    assert torch.equal(mu[:, kept], raw_mu[:, kept]) and torch.equal(logvar[:, kept], raw_logvar[:, kept])
+    assert not mu[:, dropped].any() and not logvar[:, dropped].any()  # N(0, 1): mu 0, log sigma^2 0
+    assert torch.equal(model.represent(x, sample=False), mu)  # the released representation
+    model.train()  # training sees the whole posterior (the mask is learned from it)
+    mu_train = model.represent(x, sample=False)
+    assert mu_train[:, dropped].abs().sum() > 0
+
+
+def test_release_off_keeps_every_dim_and_never_releases_nothing():
+    model = small_model(0.0).eval()
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert model.release_mask().all()
+    assert torch.equal(model.represent(x, sample=False), model.encoder(x)[0])
+    strict = small_model(10.0)
+    assert strict.release_mask().tolist() == [False] * 5 + [True]  # the most informative dim stays
+
+
+def test_trained_run_tracks_per_dim_kl_and_releases_what_it_says(tiny_run):
+    model = load_model(tiny_run)
+    assert torch.isfinite(model.latent_kl).all() and (model.latent_kl >= 0).all()
+    threshold = model.lambdas["release_kl"]
+    assert model.release_mask().sum() >= 1
+    assert torch.equal(model.release_mask() | (model.latent_kl == model.latent_kl.max()),
+                       (model.latent_kl >= threshold) | (model.latent_kl == model.latent_kl.max()))
+
+
+def test_checkpoint_without_latent_kl_releases_every_dim(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    del ckpt["state_dict"]["latent_kl"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    model = load_model(tmp_path / "old.ckpt")
+    assert model.release_mask().all() and math.isinf(float(model.latent_kl[0]))
+
