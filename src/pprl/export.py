@@ -60,9 +60,8 @@ class GeneratorExport(nn.Module):
 
 
 def released_dims(model) -> torch.Tensor:
-    """(latent_dim,) float: 1 on the dims the model releases, 0 where the prior replaces q(f|I)."""
-    if float(model.lambdas.get("release_kl", 0.0)) <= 0:
-        return torch.ones(int(model.hparams.latent_dim))
+    """(latent_dim,) float: 1 on the dims the model releases (`PPRLVGAN.release_mask`), 0 where the prior
+    replaces q(f|I)."""
     return model.release_mask().float().cpu()
 
 

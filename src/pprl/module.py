@@ -109,6 +109,8 @@ class PPRLVGAN(pl.LightningModule):
         """(latent_dim,) bool: the dims the trained model releases, those whose running mean KL to the prior
         is at least `lambda.release_kl` nats (all dims when it is 0 or the run kept no statistics)."""
         threshold = float(self.lambdas.get("release_kl", 0.0))
+        if threshold <= 0:
+            return torch.ones_like(self.latent_kl, dtype=torch.bool)
         top = torch.arange(self.latent_kl.numel(), device=self.latent_kl.device) == self.latent_kl.argmax()
         return (self.latent_kl >= threshold) | top  # never release nothing: the most informative dim stays
 
