@@ -38,7 +38,8 @@ class EncoderExport(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.encoder = model.encoder
-        self.register_buffer("keep", released_dims(model), persistent=False)
+        # 1 on the dims the model releases (`PPRLVGAN.release_mask`), 0 where the prior replaces q(f|I)
+        self.register_buffer("keep", model.release_mask().float().cpu(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(image)
@@ -57,12 +58,6 @@ class GeneratorExport(nn.Module):
         mu, _ = self.encoder(image)
         onehot = (identity.unsqueeze(1) == self.codes.unsqueeze(0)).to(mu.dtype)  # exports as Equal + Cast
         return self.decoder(mu, onehot)
-
-
-def released_dims(model) -> torch.Tensor:
-    """(latent_dim,) float: 1 on the dims the model releases (`PPRLVGAN.release_mask`), 0 where the prior
-    replaces q(f|I)."""
-    return model.release_mask().float().cpu()
 
 
 def example_inputs(model, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,9 +18,14 @@ from torch.nn import functional as F
 GENERATOR_LOSSES = ("saturating", "nonsaturating")
 
 
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(D,): KL(q(f_d|I) || N(0, 1)) of each latent dim d of a diagonal Gaussian, averaged over the batch."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=0)
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(f|I) || N(0, I)) for a diagonal Gaussian, summed over latent dims, averaged over the batch."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+    return kl_per_dim(mu, logvar).sum()
 
 
 def log_one_minus_sigmoid(logit: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,7 @@ class PPRLVGAN(pl.LightningModule):
         attacker reads the identity from it (measured on a default run: logistic regression named the person
         from the 112 least informative dims of mu 98 % of the time, from the 8 most informative 23 %; chance 17 %).
         """
-        if float(self.lambdas.get("release_kl", 0.0)) <= 0:
+        if float(self.lambdas.get("release_kl", 0.0)) <= 0:  # off: the posterior as the encoder gives it
             return mu, logvar
         keep = self.release_mask().to(mu.dtype)
         return mu * keep, logvar * keep
@@ -221,7 +221,7 @@ class PPRLVGAN(pl.LightningModule):
             terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
             terms["total"] = terms["total"] + self.lambdas["rec"] * terms["rec_reconstruction"]
         with torch.no_grad():
-            per_dim_kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean(0)
+            per_dim_kl = losses.kl_per_dim(mu.float(), logvar.float())
             seen = torch.isfinite(self.latent_kl)  # inf until the first step (no host sync: torch.where)
             self.latent_kl.copy_(torch.where(seen, self.latent_kl.lerp(per_dim_kl, KL_MOMENTUM), per_dim_kl))
         if self.latent_adversary is not None:
