@@ -44,7 +44,7 @@ def compose(overrides: list[str], run_dir: Path):
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from pprl.paths import config_dir
+    from pprl.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = hydra_compose("train", overrides=["logger=csv", "evaluate=false"] + overrides)

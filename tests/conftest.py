@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pprl.paths import config_dir
+from pprl.config import compose_config
 
 # Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine two threads waiting on each
 # other made tiny runs 10-25x slower: the suite (and the CLIs it starts) use one thread.
@@ -49,18 +48,34 @@ def _isolated_env(tmp_path_factory, monkeypatch):
 
 def compose_train(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
     """The real `train` config, composed through Hydra with the tiny overrides (then `overrides`)."""
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=TINY_OVERRIDES + list(overrides or []))
+    cfg = compose_config("train", TINY_OVERRIDES + list(overrides or []))
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
     return cfg
 
 
+def paper_lambdas() -> dict[str, float]:
+    """The paper's loss weights (conf/lambda/paper.yaml), as a plain dict."""
+    return OmegaConf.to_container(compose_config("train", ["lambda=paper"])["lambda"])
+
+
+def tiny_model(splits=None, overrides: list[str] | None = None, num_identities: int = 3, num_expressions: int = 7,
+               image_size: int = 16):
+    """A PPRLVGAN built from the real, tiny config (as `pprl.train` builds it), for `splits` or the given sizes."""
+    import hydra
+
+    cfg = compose_train(Path("unused"), [f"dataset.image_size={splits.image_size if splits else image_size}",
+                                         *(overrides or [])])
+    names = {} if splits is None else {"identity_names": list(splits.identities),
+                                       "expression_names": list(splits.expressions)}
+    return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities if splits else num_identities,
+                                   num_expressions=splits.num_expressions if splits else num_expressions,
+                                   _convert_="all", **names)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run dir trained for 2 tiny epochs through `pprl.train.train` (checkpoint, figures, summary, .hydra)."""
-    from omegaconf import OmegaConf
-
     from pprl.train import train
 
     base = tmp_path_factory.getbasetemp()

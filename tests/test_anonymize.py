@@ -299,7 +299,7 @@ def test_read_image_modes_and_guards(faces, tmp_path):
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from pprl.paths import config_dir
+    from pprl.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("anonymize", overrides=overrides)

@@ -11,15 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import compose_train
+from conftest import compose_train, tiny_model
 from pprl.attacks import (AttackContext, FitSettings, ccr, protect, run_scenarios, table_dict, validation_split,
                           wilson_interval, write_table)
+from pprl.config import compose_config
 from pprl.data import load_faces
-from pprl.module import PPRLVGAN
-from pprl.paths import config_dir
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 REQUIRED_ROWS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
@@ -69,16 +67,14 @@ class _CodeDecoder(_LeakDecoder):
 
 def fake_model(splits, decoder_cls):
     size = splits.image_size
-    model = PPRLVGAN(splits.num_identities, splits.num_expressions, image_size=size, width=4, latent_dim=8,
-                     identity_names=splits.identities, expression_names=splits.expressions)
+    model = tiny_model(splits, ["model=paper", "lambda=paper"])
     model.encoder, model.decoder = _FlattenEncoder(), decoder_cls(size)
     return model.eval()
 
 
 @pytest.fixture(scope="module")
 def attack_cfg():
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("evaluate", overrides=["run_dir=unused", *FAST_ATTACK]).attack
+    return compose_config("evaluate", ["run_dir=unused", *FAST_ATTACK]).attack
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +114,15 @@ def test_validation_split_keeps_groups_together():
     tr2, va2 = validation_split(groups, strata, 0.2, seed=0)
     assert np.array_equal(va, va2)
     assert len(validation_split(groups, strata, 0.0, seed=0)[1]) == 0
-    with pytest.raises(ValueError, match="attack.x.val_fraction"):
-        FitSettings.from_config({"val_fraction": 1.5}, "attack.x")
+
+
+def test_fit_settings_come_from_the_yaml_and_name_bad_keys(attack_cfg):
+    block = dict(attack_cfg.unconstrained)
+    assert FitSettings.from_config(block, "attack.unconstrained").epochs == block["epochs"]
+    with pytest.raises(ValueError, match="attack.x.val_fraction=1.5: must be in"):
+        FitSettings.from_config({**block, "val_fraction": 1.5}, "attack.x")
+    with pytest.raises(ValueError, match="attack.x.patience: missing"):
+        FitSettings.from_config({k: v for k, v in block.items() if k != "patience"}, "attack.x")
 
 
 # ---------------------------------------------------------------- protected sets
@@ -296,9 +299,13 @@ def test_log_table_sends_scalars_and_a_wandb_table(leak_table, tmp_path):
     assert "table2/attack_II/expression" in header
 
 
-def test_default_attack_config_is_all_scenarios():
-    from pprl.evaluate import default_attack_config
+def test_suites_derive_from_the_registry():
+    from pprl.attacks import SCENARIOS, suite_names
 
-    cfg = default_attack_config()  # used for run dirs whose config predates the `attack` group
-    assert list(cfg.scenarios) == list(REQUIRED_ROWS)
+    cfg = compose_config("evaluate", ["run_dir=unused"]).attack  # the default suite, attack=all
+    assert list(cfg.scenarios) == list(REQUIRED_ROWS) == suite_names("all")
     assert cfg.attack_III.hidden == [256, 256, 256] and cfg.seed is None
+    strong = compose_config("evaluate", ["run_dir=unused", "attack=strong"]).attack
+    assert list(strong.scenarios) == list(SCENARIOS)
+    for entry in SCENARIOS.values():  # every scenario's settings block is composed by the suite
+        assert entry.block is None or entry.block in strong, entry.name

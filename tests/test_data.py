@@ -36,11 +36,17 @@ def _png(path: Path, color, mode="RGB", size=(20, 24)):
         Image.new(mode, size, tuple(color)).save(path)
 
 
+def data_cfg(source: str, **kw) -> dict:
+    """`conf/dataset/<source>.yaml` as composed for training (every key from the YAML), updated with `kw`."""
+    from omegaconf import OmegaConf
+
+    from pprl.config import compose_config
+
+    return {**OmegaConf.to_container(compose_config("train", [f"dataset={source}"]).dataset), **kw}
+
+
 def syn_cfg(**kw):
-    cfg = dict(name="synthetic", root=None, image_size=16, train_fraction=0.85, seed=0, leave_out=[],
-               strict=False, cache=True, num_identities=3, images_per_group=4, render_seed=0)
-    cfg.update(kw)
-    return cfg
+    return data_cfg("synthetic", **{"image_size": 16, "num_identities": 3, "images_per_group": 4, **kw})
 
 
 def make_ferg(root: Path, per=3, corrupt=True):
@@ -99,7 +105,7 @@ def test_synthetic_groups_differ():
 # ---------------------------------------------------------------- FERG
 def test_ferg_loads_skips_corrupt_and_strict(tmp_path):
     bad = make_ferg(tmp_path / "ferg")
-    cfg = dict(name="ferg", root=str(tmp_path / "ferg"), image_size=16, seed=0)
+    cfg = data_cfg("ferg", root=str(tmp_path / "ferg"), image_size=16, seed=0)
     with pytest.warns(UserWarning, match="ray_joy_99.png"):
         s = load_faces(cfg)
     assert s.identities == FERG_CHARS and s.expressions == FERG_EXPRS
@@ -120,7 +126,7 @@ def test_ferg_loads_skips_corrupt_and_strict(tmp_path):
 
 def test_ferg_bad_root_and_missing_expression(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"FERG_DB_256/<character>.*grail\.cs\.washington\.edu"):
-        load_faces(dict(name="ferg", root=str(tmp_path / "nope"), image_size=16))
+        load_faces(data_cfg("ferg", root=str(tmp_path / "nope"), image_size=16))
     make_ferg(tmp_path / "f", per=1, corrupt=False)
     for p in (tmp_path / "f" / "FERG_DB_256" / "mery" / "mery_fear").iterdir():
         p.unlink()
@@ -128,7 +134,7 @@ def test_ferg_bad_root_and_missing_expression(tmp_path):
         for p in (tmp_path / "f" / "FERG_DB_256" / ch / f"{ch}_fear").iterdir():
             p.unlink()
     with pytest.raises(ValueError, match="fear"):
-        load_faces(dict(name="ferg", root=str(tmp_path / "f"), image_size=16))
+        load_faces(data_cfg("ferg", root=str(tmp_path / "f"), image_size=16))
 
 
 # ---------------------------------------------------------------- MUG
@@ -136,7 +142,7 @@ def test_ferg_bad_root_and_missing_expression(tmp_path):
 def test_mug_trim_and_subject_selection(tmp_path, session):
     # 4 subjects, keep 2 with most frames after trimming (trim=2): s3 (8-4=4), s1 (7-4=3); s0 and s2 tie at 2 -> dropped
     make_mug(tmp_path / "mug", {"s0": 6, "s1": 7, "s2": 6, "s3": 8}, session)
-    cfg = dict(name="mug", root=str(tmp_path / "mug"), image_size=16, num_subjects=2, trim_frames=2)
+    cfg = data_cfg("mug", root=str(tmp_path / "mug"), image_size=16, num_subjects=2, trim_frames=2)
     s = load_faces(cfg)
     assert s.identities == ["s1", "s3"] and s.expressions == MUG_EXPRS
     counts = {(i, e): 0 for i in range(2) for e in range(7)}
@@ -153,7 +159,7 @@ def test_mug_trim_and_subject_selection(tmp_path, session):
 
 def test_mug_bad_root(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"subjects3.*mug\.ee\.auth\.gr"):
-        load_faces(dict(name="mug", root=str(tmp_path), image_size=16))
+        load_faces(data_cfg("mug", root=str(tmp_path), image_size=16))
 
 
 # ---------------------------------------------------------------- folder + split + cache
@@ -168,13 +174,13 @@ def make_folder(root: Path, per=7):
 
 def test_folder_loader(tmp_path):
     make_folder(tmp_path / "tree")
-    s = load_faces(dict(name="folder", root=str(tmp_path / "tree"), image_size=16))
+    s = load_faces(data_cfg("folder", root=str(tmp_path / "tree"), image_size=16))
     assert s.identities == ["amy", "bob"] and s.expressions == ["calm", "happy", "sad"]
     assert len(s.train) + len(s.test) == 2 * 3 * 7 and s.skipped == []
     assert s.num_identities == 2 and s.num_expressions == 3 and s.image_size == 16
     (tmp_path / "tree" / "zed" / "calm").mkdir(parents=True)
     with pytest.raises(ValueError, match="zed"):
-        load_faces(dict(name="folder", root=str(tmp_path / "tree"), image_size=16))
+        load_faces(data_cfg("folder", root=str(tmp_path / "tree"), image_size=16))
 
 
 def test_split_properties():
@@ -210,7 +216,7 @@ def test_leave_out(tmp_path):
 
 def test_cache_reused_without_decoding(tmp_path, monkeypatch):
     make_folder(tmp_path / "tree", per=3)
-    cfg = dict(name="folder", root=str(tmp_path / "tree"), image_size=16)
+    cfg = data_cfg("folder", root=str(tmp_path / "tree"), image_size=16)
     a = load_faces(cfg)
     assert list((tmp_path / "cache").glob("folder-*.npz"))
 
@@ -242,7 +248,7 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match=r"dataset\.name.*'celeba'.*ferg.*folder.*mug.*synthetic"):
         load_faces(syn_cfg(name="celeba"))
     with pytest.raises(FileNotFoundError, match=r"<identity>/<expression>"):
-        load_faces(dict(name="folder", root=str(tmp_path / "missing"), image_size=16))
+        load_faces(data_cfg("folder", root=str(tmp_path / "missing"), image_size=16))
 
 
 # ---------------------------------------------------------------- tensors + datamodule
@@ -293,7 +299,7 @@ def test_cli_json(tmp_path):
 def test_synthetic_tree_reads_back_through_the_folder_source(tmp_path):
     """`python -m pprl.data.synthetic ROOT` writes other characters in the layout dataset=folder reads."""
     synthetic.main([str(tmp_path / "other"), "--identities", "6,7", "--per-group", "2", "--size", "16"])
-    s = load_faces(dict(name="folder", root=str(tmp_path / "other"), image_size=16))
+    s = load_faces(data_cfg("folder", root=str(tmp_path / "other"), image_size=16))
     assert s.identities == ["id06", "id07"] and s.expressions == synthetic.EXPRESSIONS
     assert len(s.train) + len(s.test) == 2 * 7 * 2
     drawn = synthetic.render_face(6, 3, 1, 16, seed=1)

@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 
+from conftest import paper_lambdas
 from pprl import losses
 
-LAMBDAS = {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.29, "g4": 0.002}
+
+@pytest.fixture(scope="module")
+def paper_weights():
+    """{term: weight} of the paper (conf/lambda/paper.yaml, eq. 5 as printed)."""
+    return losses.term_weights(paper_lambdas())
 
 
 def test_kl_divergence_hand_value():
@@ -25,42 +30,56 @@ def test_log_one_minus_softmax_matches_direct_formula():
     torch.testing.assert_close(losses.log_one_minus_softmax(logits, target), direct)
 
 
-def test_discriminator_loss_at_chance():
+def test_discriminator_terms_at_chance(paper_weights):
     b, n_id, n_e = 4, 6, 7
     zero = torch.zeros(b)
-    terms = losses.discriminator_loss(zero, zero, torch.zeros(b, n_id), torch.zeros(b, dtype=torch.long),
-                                      torch.zeros(b, n_e), torch.zeros(b, dtype=torch.long), LAMBDAS)
+    terms = losses.discriminator_terms(zero, zero, torch.zeros(b, n_id), torch.zeros(b, dtype=torch.long),
+                                       torch.zeros(b, n_e), torch.zeros(b, dtype=torch.long))
+    assert list(terms) == ["d1_real", "d1_fake", "d2_identity", "d3_expression"]
     expected = 0.25 * math.log(2) * 2 + 0.5 * math.log(6) + 0.25 * math.log(7)
-    assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
+    assert losses.weighted_total(terms, paper_weights).item() == pytest.approx(expected, rel=1e-6)
     assert terms["d1_real"].item() == pytest.approx(math.log(2))
 
 
-def test_discriminator_loss_fake_weight_and_smoothing():
+def test_discriminator_terms_fake_weight_and_smoothing():
     real, fake = torch.tensor([2.0]), torch.tensor([-1.0])
     ids, ex = torch.tensor([[5.0, 0.0]]), torch.tensor([[0.0, 5.0]])
-    terms = losses.discriminator_loss(real, fake, ids, torch.tensor([0]), ex, torch.tensor([1]), LAMBDAS,
-                                      fake_weight=1.0, label_smoothing=0.1)
+    terms = losses.discriminator_terms(real, fake, ids, torch.tensor([0]), ex, torch.tensor([1]), label_smoothing=0.1)
     p = 1 / (1 + math.exp(-2.0))
     real_bce = -(0.9 * math.log(p) + 0.1 * math.log(1 - p))
     fake_bce = -math.log(1 - 1 / (1 + math.exp(1.0)))
     ce = math.log(1 + math.exp(-5.0))
     assert terms["d1_real"].item() == pytest.approx(real_bce, rel=1e-5)
     assert terms["d1_fake"].item() == pytest.approx(fake_bce, rel=1e-5)
-    assert terms["total"].item() == pytest.approx(0.25 * real_bce + 1.0 * fake_bce + 0.5 * ce + 0.25 * ce, rel=1e-5)
+    weights = losses.term_weights(paper_lambdas(), d1_fake_weight=1.0)
+    assert weights["d1_fake"] == 1.0 and weights["d1_real"] == 0.25
+    total = losses.weighted_total(terms, weights)
+    assert total.item() == pytest.approx(0.25 * real_bce + 1.0 * fake_bce + 0.5 * ce + 0.25 * ce, rel=1e-5)
+
+
+def test_term_weights_name_every_key_once():
+    weights = losses.term_weights(paper_lambdas())
+    assert set(weights) == set(losses.TERM_WEIGHTS) and set(losses.LAMBDA_KEYS) == set(paper_lambdas())
+    with pytest.raises(ValueError, match="missing weights \\['g5'\\]"):
+        losses.term_weights({k: v for k, v in paper_lambdas().items() if k != "g5"})
+    with pytest.raises(ValueError, match="release_kl moved to model.release_kl"):
+        losses.term_weights({**paper_lambdas(), "release_kl": 0.5})
+    with pytest.raises(ValueError, match="no loss terms"):
+        losses.weighted_total({}, weights)
 
 
 @pytest.mark.parametrize("form", ["saturating", "nonsaturating"])
-def test_generator_loss_at_chance(form):
+def test_generator_terms_at_chance(form, paper_weights):
     b = 3
     zero = torch.zeros(b)
     idx = torch.zeros(b, dtype=torch.long)
-    terms = losses.generator_loss(zero, torch.zeros(b, 6), idx, torch.zeros(b, 7), idx,
-                                  torch.zeros(b, 5), torch.zeros(b, 5), LAMBDAS, form=form)
+    terms = losses.generator_terms(zero, torch.zeros(b, 6), idx, torch.zeros(b, 7), idx,
+                                   torch.zeros(b, 5), torch.zeros(b, 5), form=form)
     if form == "saturating":  # log(1 - 1/2), log(1 - 1/6), log(1 - 1/7)
         expected = 0.108 * math.log(0.5) + 0.6 * math.log(5 / 6) + 0.29 * math.log(6 / 7)
     else:  # -log(1/2), -log(1/6), -log(1/7)
         expected = 0.108 * math.log(2) + 0.6 * math.log(6) + 0.29 * math.log(7)
-    assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
+    assert losses.weighted_total(terms, paper_weights).item() == pytest.approx(expected, rel=1e-6)
     assert terms["g4_kl"].item() == pytest.approx(0.0)
 
 
@@ -69,8 +88,8 @@ def test_generator_loss_gradient_vanishes_only_when_saturating():
     grads = {}
     for form in losses.GENERATOR_LOSSES:
         logit = torch.tensor([-8.0], requires_grad=True)
-        terms = losses.generator_loss(logit, torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
-                                      torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), LAMBDAS, form=form)
+        terms = losses.generator_terms(logit, torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
+                                       torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), form=form)
         terms["g1_real_fake"].backward()
         grads[form] = logit.grad.abs().item()
     assert grads["saturating"] < 1e-3 < grads["nonsaturating"]
@@ -78,8 +97,8 @@ def test_generator_loss_gradient_vanishes_only_when_saturating():
 
 def test_unknown_generator_form_is_an_error():
     with pytest.raises(ValueError, match="loss.generator"):
-        losses.generator_loss(torch.zeros(1), torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
-                              torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), LAMBDAS, form="wgan")
+        losses.generator_terms(torch.zeros(1), torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2),
+                               torch.tensor([0]), torch.zeros(1, 1), torch.zeros(1, 1), form="wgan")
 
 
 def test_reconstruction_loss_uses_only_masked_samples():

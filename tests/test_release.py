@@ -1,21 +1,19 @@
-"""The released posterior (lambda.release_kl): uninformative latent dims are replaced by the prior at release."""
+"""The released posterior (model.release_kl): uninformative latent dims are replaced by the prior at release."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
-from pprl.io import load_model
+from conftest import tiny_model
+from pprl.io import load_model, upgrade_hparams
 from pprl.module import PPRLVGAN
-
-LAMBDAS = {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.6, "g4": 0.01}
 
 
 def small_model(release_kl: float) -> PPRLVGAN:
     torch.manual_seed(0)
-    model = PPRLVGAN(3, 7, image_size=16, width=4, latent_dim=6, lambdas={**LAMBDAS, "release_kl": release_kl})
+    model = tiny_model(overrides=["model.latent_dim=6", f"model.release_kl={release_kl}"])
     model.latent_kl.copy_(torch.tensor([1.2, 0.1, 0.7, 0.0, 0.49, 3.0]))
     return model
 
@@ -50,7 +48,7 @@ def test_release_off_keeps_every_dim_and_never_releases_nothing():
 def test_trained_run_tracks_per_dim_kl_and_releases_what_it_says(tiny_run):
     model = load_model(tiny_run)
     assert torch.isfinite(model.latent_kl).all() and (model.latent_kl >= 0).all()
-    threshold = model.lambdas["release_kl"]
+    threshold = model.hparams.release_kl
     assert model.release_mask().sum() >= 1
     assert torch.equal(model.release_mask() | (model.latent_kl == model.latent_kl.max()),
                        (model.latent_kl >= threshold) | (model.latent_kl == model.latent_kl.max()))
@@ -63,3 +61,22 @@ def test_checkpoint_without_latent_kl_releases_every_dim(tiny_run, tmp_path):
     model = load_model(tmp_path / "old.ckpt")
     assert model.release_mask().all() and math.isinf(float(model.latent_kl[0]))
 
+
+
+def test_checkpoint_of_the_earlier_layout_loads(tiny_run, tmp_path):
+    """Checkpoints written before the model came from conf/model/ (flat loss settings, release_kl among the
+    loss weights, no d5) load with the same weights and behaviour."""
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    hp = dict(ckpt["hyper_parameters"])
+    loss, lambdas = hp.pop("loss"), dict(hp.pop("lambdas"))
+    old = {**{k: v for k, v in hp.items() if k not in ("release_kl", "latent_adversary_hidden")},
+           "lambdas": {**{k: v for k, v in lambdas.items() if k != "d5"}, "release_kl": hp["release_kl"]},
+           "generator_loss": loss["generator"], "d1_fake_weight": loss["d1_fake_weight"],
+           "label_smoothing": loss["label_smoothing"]}
+    assert upgrade_hparams(old)["lambdas"] == lambdas and upgrade_hparams(old)["loss"] == loss
+    ckpt["hyper_parameters"] = old
+    torch.save(ckpt, tmp_path / "old_layout.ckpt")
+    model, today = load_model(tmp_path / "old_layout.ckpt"), load_model(tiny_run)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert model.hparams.release_kl == today.hparams.release_kl and model.term_weights == today.term_weights
+    assert torch.equal(model.represent(x, sample=False), today.represent(x, sample=False))

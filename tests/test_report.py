@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import paper_lambdas
 from pprl.report import ReportError, collect, pareto_front, write_report
 
-PAPER_LAMBDA = {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.29, "g4": 0.002, "rec": 0.0}
+PAPER_LAMBDA = paper_lambdas()
 
 
 def entry(ident: float, expr: float, n: int = 21) -> dict:

@@ -9,17 +9,16 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import compose_train
+from conftest import compose_train, tiny_model
 from pprl.attacks import AttackContext, run_scenarios, table_dict, write_table
-from pprl.attacks import scenarios as scenarios_module
+from pprl.attacks import context as context_module
 from pprl.attacks.linkability import auc_interval, roc_auc, sample_pairs
-from pprl.attacks.strong import StrongImageClassifier, augment, config_problems, knn_predict
+from pprl.attacks.registry import config_problems, suite_names
+from pprl.attacks.strong import StrongImageClassifier, augment, knn_predict
+from pprl.config import compose_config
 from pprl.data import load_faces, tensor_to_images
-from pprl.module import PPRLVGAN
-from pprl.paths import config_dir
 
 STRONG_ROWS = ("attack_II_strong", "attack_III_strong", "linkability_auc")
 # 3 identities x 7 expressions x 24 images at 16 px (84 test images, 252 protected ones); width-8 attackers
@@ -93,16 +92,14 @@ class _InputDecoder(nn.Module):
 
 
 def fake_model(splits, encoder, decoder):
-    model = PPRLVGAN(splits.num_identities, splits.num_expressions, image_size=splits.image_size, width=4,
-                     latent_dim=8, identity_names=splits.identities, expression_names=splits.expressions)
+    model = tiny_model(splits, ["model=paper", "lambda=paper"])
     model.encoder, model.decoder = encoder, decoder
     return model.eval()
 
 
 @pytest.fixture(scope="module")
 def attack_cfg():
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("evaluate", overrides=["run_dir=unused", *FAST]).attack
+    return compose_config("evaluate", ["run_dir=unused", *FAST]).attack
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +151,9 @@ def test_augment_is_torch_only_and_bounded():
     flipped = augment(x, **{**off, "flip": True})
     for out, src in zip(flipped, x):  # each image is itself or its mirror image, nothing else
         assert torch.allclose(out, src, atol=1e-5) or torch.allclose(out, src.flip(-1), atol=1e-5)
-    y = augment(x)
+    y = augment(x, **compose_config("evaluate", ["run_dir=unused", "attack=attack_II_strong"]).attack.attack_II_strong.augment)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1 and not torch.allclose(y, x)
-    net = StrongImageClassifier(16, 4, 3, hidden=32, augment={"shift": 0.1})
+    net = StrongImageClassifier(16, 4, 3, hidden=32, augment={**off, "shift": 0.1})
     assert net(x).shape == (8, 3) and net.features(x).shape == (8, 32)
     net.eval()
     assert torch.equal(net(x), net(x))  # no augmentation (nor dropout) at test time
@@ -177,16 +174,15 @@ def test_knn_predict_votes_and_breaks_ties_by_the_nearest():
 def test_strong_preset_and_bad_settings(attack_cfg, splits):
     from omegaconf import OmegaConf
 
-    from pprl.evaluate import default_attack_config
-
     assert list(attack_cfg.scenarios)[-3:] == SCENARIOS
-    assert "attack_II_strong" not in default_attack_config()  # the default stays the paper's five scenarios
+    assert "attack_II_strong" not in compose_config("evaluate", ["run_dir=unused"]).attack  # the default: the paper's
+    assert suite_names("strong")[-3:] == SCENARIOS and not set(SCENARIOS) & set(suite_names("all"))
     bad = OmegaConf.create(OmegaConf.to_container(attack_cfg))
     bad.linkability.features_from = "attack_I"
     bad.attack_III_strong.attackers = ["knn", "svm"]
     bad.attack_III_strong.knn.metric = "manhattan"
     bad.attack_II_strong.epochs = 0
-    problems = "\n".join(config_problems(bad, SCENARIOS))
+    problems = "\n".join(config_problems(bad))
     for key in ("linkability.features_from", "attack_III_strong.attackers", "knn.metric", "attack_II_strong.epochs"):
         assert key in problems, key
     with pytest.raises(ValueError, match="features_from"):  # before any training starts
@@ -210,13 +206,13 @@ def blind_run(splits, attack_cfg, monkeypatch_module):
     """Every strong scenario on a model that never sees identity (mu = noise + expression; G(I, c) = a fixed
     image per (c, expression)), counting how often the protected sets are generated."""
     calls = []
-    real = scenarios_module.protect
+    real = context_module.protect
 
     def counting(model, faces, *args, **kwargs):
         calls.append(kwargs.get("desc"))
         return real(model, faces, *args, **kwargs)
 
-    monkeypatch_module.setattr(scenarios_module, "protect", counting)
+    monkeypatch_module.setattr(context_module, "protect", counting)
     model = fake_model(splits, _LookupEncoder(splits, leak=False),
                        _PatternDecoder(splits.image_size, splits.num_identities, splits.num_expressions))
     ctx = AttackContext(model, splits, attack_cfg, seed=0)

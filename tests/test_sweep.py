@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 
 from conftest import TINY_OVERRIDES
 from pprl import gpu_pool
-from pprl.paths import config_dir
+from pprl.config import HYDRA_VERSION_BASE
+from pprl.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -29,7 +30,7 @@ CLI_TINY = [o for o in TINY_OVERRIDES if not o.startswith(("logger=", "evaluate=
 
 
 def compose_with_hydra(overrides: list[str]):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
@@ -241,7 +242,7 @@ import json, os, time
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from pprl import gpu_pool
-from pprl.paths import config_dir
+from pprl.config import config_dir
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -19,14 +18,13 @@ from conftest import compose_train
 from pprl.apps import synthesize
 from pprl.apps.common import spearman
 from pprl.io import RunError
-from pprl.paths import config_dir
+from pprl.config import compose_config
 
 FAST = ["logger=none", "reference.epochs=3", "task.scale=2"]
 
 
 def compose_synth(run_dir: Path, task: str, overrides: list[str] | None = None):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("synthesize", overrides=[f"run_dir={run_dir}", f"task={task}", *FAST, *(overrides or [])])
+    return compose_config("synthesize", [f"run_dir={run_dir}", f"task={task}", *FAST, *(overrides or [])])
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ import torch
 
 from pprl.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
                           remove_stale_temps, write_png)
-from pprl.io import RunError, find_checkpoint, load_model
+from pprl.io import RunError, find_checkpoint, load_model, pick_device
 
 STATE_NAME = ".pprl_anonymize.json"
 PARTS_DIR = ".features_parts"
@@ -243,12 +243,6 @@ def _write_errors(out: Path, skipped: list[tuple[int, str, str]]) -> None:
 
 
 # ----------------------------------------------------------------------------- the run
-def pick_device(device: str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(str(device))
-
-
 def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
     """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw
     of the whole posterior; the returned (mu, logvar) are the released posterior (`PPRLVGAN.release`)."""
@@ -258,12 +252,12 @@ def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed:
     f = mu
     if sample:  # f ~ N(mu, sigma^2), the noise seeded per image
         eps = np.stack([per_image_rng(seed, i, 1).standard_normal(mu.shape[1], np.float32) for i in idx])
-        f = mu + torch.from_numpy(eps).to(x.device) * (0.5 * logvar).exp()
+        f = model.reparameterize(mu, logvar, noise=torch.from_numpy(eps).to(x.device))
     if target == "all":
-        codes = [torch.full((len(idx),), k, dtype=torch.long, device=x.device) for k in range(model.num_identities)]
+        images = [model.decode_as(f, k) for k in range(model.num_identities)]
     else:
-        codes = [torch.from_numpy(target_codes(idx, target, model.num_identities, seed)).to(x.device)]
-    return (*model.release(mu, logvar), [tensor_to_images(model.decode(f, c)) for c in codes])
+        images = [model.decode(f, torch.from_numpy(target_codes(idx, target, model.num_identities, seed)).to(x.device))]
+    return (*model.release(mu, logvar), [tensor_to_images(im) for im in images])
 
 
 def _batches(items: Sequence[int], size: int):

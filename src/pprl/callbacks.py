@@ -38,8 +38,7 @@ def identity_swap_tiles(model, images: torch.Tensor, seed: int = 0) -> np.ndarra
     f = model.represent(images, sample=True, generator=gen)
     columns = [images]
     for c in range(model.num_identities):
-        target = torch.full((images.shape[0],), c, dtype=torch.long, device=images.device)
-        columns.append(model.decode(f, target))
+        columns.append(model.decode_as(f, c))
     model.train(was_training)
     stacked = torch.stack(columns, dim=1)  # (rows, cols, 3, H, W)
     rows, cols = stacked.shape[:2]

@@ -1,7 +1,7 @@
 """`python -m pprl.evaluate run_dir=<dir>`: Table 2 (paper §5.3-5.4) for a trained PPRL-VGAN run.
 
 Privacy is the identification CCR of an attacker (lower is better), utility the expression CCR (higher is
-better), under the scenarios of `pprl.attacks.scenarios`. Writes `<run_dir>/results/table2.json`,
+better), under the scenarios of `pprl.attacks.registry`. Writes `<run_dir>/results/table2.json`,
 `table2.md` and `confusion_<scenario>_<task>.png`; `pprl.train` calls `evaluate_run` after training.
 """
 
@@ -13,26 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pprl.io import RunError
-from pprl.paths import config_dir
 
 log = logging.getLogger("pprl.evaluate")
-
-
-def default_attack_config() -> DictConfig:
-    """`conf/attack/all.yaml`, composed (for run configs written before `attack` was part of `train`)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: compose with its search path
-        return compose("evaluate").attack
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("evaluate").attack
 
 
 def _seed_everything(seed: int) -> None:
@@ -62,12 +49,13 @@ def evaluate_run(run_dir: str | Path, model=None, splits=None, cfg: DictConfig |
 
     model: a PPRLVGAN (default: `pprl.io.load_model(run_dir)`, on `device` or cuda if available);
     splits: FaceSplits (default: `load_faces(cfg.dataset)`); cfg: the train config (default: the run's
-    `.hydra/config.yaml`), whose `attack` block holds the attack settings (default: `conf/attack/all.yaml`);
+    `.hydra/config.yaml`), whose `attack` block holds the attack settings (default: `attack=all`);
     loggers: Lightning loggers that receive the table.
     """
     from pprl.attacks import AttackContext, log_table, run_scenarios, write_table
+    from pprl.config import compose_config
     from pprl.data import load_faces
-    from pprl.io import load_model, load_run_config
+    from pprl.io import load_model, load_run_config, pick_device
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -76,13 +64,11 @@ def evaluate_run(run_dir: str | Path, model=None, splits=None, cfg: DictConfig |
         cfg = load_run_config(run_dir)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)  # the saved value is an unresolvable ${hydra:...} interpolation
-    attack_cfg = cfg.get("attack") or default_attack_config()
+    attack_cfg = cfg.get("attack") or compose_config("evaluate", ["run_dir=unused"]).attack
     seed = attack_cfg.get("seed")
-    seed = int(cfg.get("seed", 0) if seed is None else seed)
+    seed = int(cfg.seed if seed is None else seed)
     if model is None:
-        if device is None or str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_model(run_dir, map_location=device)
+        model = load_model(run_dir, map_location=pick_device(device))
     if splits is None:
         splits = load_faces(cfg.dataset)
     _check_compatible(model, splits, run_dir)
@@ -99,33 +85,64 @@ def evaluate_run(run_dir: str | Path, model=None, splits=None, cfg: DictConfig |
     finally:
         torch.set_num_threads(threads)
     results = run_dir / "results"
-    table = write_table(rows, results, dataset=str(cfg.dataset.get("name", "")), run_dir=run_dir)
+    table = write_table(rows, results, dataset=str(cfg.dataset.name), run_dir=run_dir)
     log_table(table, loggers, results)
     log.info("Table 2 written to %s/table2.{json,md} in %.1f s", results, time.time() - start)
     return table
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The attack settings to evaluate a run with: the run's own (`attack` of its .hydra/config.yaml, keys
+    added since filled from today's defaults), unless the command line picks `attack=<scenario|suite>` (then
+    its settings); `attack.<key>=<value>` overrides on the command line apply on top of either."""
+    picked = any(o.lstrip("+~").split("=", 1)[0] == "attack" for o in overrides)
+    if picked or run_cfg.get("attack") is None:
+        return cli_cfg.attack
+    settings = OmegaConf.merge(cli_cfg.attack, run_cfg.attack)
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.startswith("attack.") and not override.startswith("~"):
+            OmegaConf.update(settings, key.removeprefix("attack."), OmegaConf.select(cli_cfg, key), merge=False)
+    return settings
+
+
+def _cli(cfg: DictConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from pprl.attacks import config_problems
     from pprl.io import load_run_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for name in ("pprl.evaluate", "pprl.attacks"):  # Hydra's disabled job logging turned them off
         logging.getLogger(name).disabled = False
     if OmegaConf.is_missing(cfg, "run_dir") or not cfg.run_dir:
-        sys.exit("error: run_dir=<training run dir> is required, e.g. python -m pprl.evaluate run_dir=outputs/...")
+        print("pprl.evaluate: error: run_dir=<training run dir> is required, e.g. "
+              "python -m pprl.evaluate run_dir=outputs/...", file=sys.stderr)
+        return 2
     run_dir = Path(str(cfg.run_dir)).expanduser()
     try:
         if not run_dir.is_dir():
             raise RunError(f"run_dir={str(cfg.run_dir)!r}: no such training run dir")
         run_cfg = load_run_config(run_dir)
+        settings = attack_settings(cfg, run_cfg, list(HydraConfig.get().overrides.task))
+        problems = config_problems(settings)
+        if problems:
+            raise RunError("invalid attack settings: " + "; ".join(problems))
         with open_dict(run_cfg):
             run_cfg.run_dir = str(run_dir)
-            run_cfg.attack = cfg.attack  # the command line's attack settings win over the run's
+            run_cfg.attack = settings
         evaluate_run(run_dir, cfg=run_cfg, device=cfg.device)
     except RunError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"pprl.evaluate: error: {exc}", file=sys.stderr)
+        return 2
     print((run_dir / "results" / "table2.md").read_text())
+    return 0
+
+
+def main() -> None:
+    from pprl.cli import run_hydra
+
+    run_hydra("evaluate", _cli)
 
 
 if __name__ == "__main__":

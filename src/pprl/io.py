@@ -8,12 +8,21 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pprl.config import config_dir
+
 CHECKPOINT_NAME = Path("checkpoints") / "last.ckpt"
 MODEL_KEYS = ("encoder.", "decoder.", "discriminator.")
 
 
 class RunError(ValueError):
     """A run dir or checkpoint that cannot be used (missing, corrupt, from another model)."""
+
+
+def pick_device(name: str | None = "auto") -> torch.device:
+    """`auto` (or empty): cuda if available, else cpu; otherwise the named torch device (cpu, cuda, cuda:1, ...)."""
+    if not name or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))
 
 
 def find_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
@@ -52,6 +61,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+#: what checkpoints written before the model was built from conf/model/*.yaml lack, with the values the code of
+#: that time used (they reproduce those models exactly)
+_LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0, "release_kl": 0.0,
+                 "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4}
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of today's `PPRLVGAN` from a checkpoint's hyper-parameters, including those of
+    checkpoints written by earlier versions (flat loss settings, `release_kl` among the loss weights, no `d5`)."""
+    hp = dict(hparams)
+    lambdas = dict(hp.get("lambdas") or OmegaConf.load(Path(config_dir()) / "lambda" / "paper.yaml"))
+    if "release_kl" in lambdas:
+        hp.setdefault("release_kl", lambdas.pop("release_kl"))
+    lambdas.setdefault("rec", 0.0)
+    lambdas.setdefault("g5", 0.0)
+    lambdas.setdefault("d5", 1.0 if lambdas["g5"] > 0 else 0.0)  # the adversary trained with weight 1 iff g5 > 0
+    hp["lambdas"] = lambdas
+    if "loss" not in hp:
+        hp["loss"] = {"generator": hp.pop("generator_loss", "nonsaturating"),
+                      "d1_fake_weight": hp.pop("d1_fake_weight", None),
+                      "label_smoothing": hp.pop("label_smoothing", 0.0)}
+    for key, value in _LEGACY_MODEL.items():
+        hp.setdefault(key, value)
+    return hp
+
+
 def load_model(run_dir_or_ckpt: str | Path, map_location: str | torch.device = "cpu"):
     """The trained PPRLVGAN of a run dir (or checkpoint), in eval mode."""
     from pprl.module import PPRLVGAN
@@ -59,7 +94,7 @@ def load_model(run_dir_or_ckpt: str | Path, map_location: str | torch.device = "
     path = find_checkpoint(run_dir_or_ckpt)
     ckpt = read_checkpoint(path)
     try:
-        model = PPRLVGAN(**ckpt["hyper_parameters"])
+        model = PPRLVGAN(**upgrade_hparams(ckpt["hyper_parameters"]))
         model.on_load_checkpoint(ckpt)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as exc:

@@ -1,10 +1,13 @@
 """Loss functions of PPRL-VGAN as small pure functions (paper §4, eq. 5 and eq. 6).
 
-Everything here is written as a quantity to *minimise*:
-- `discriminator_loss` is minus eq. 5 (the discriminator maximises eq. 5);
-- `generator_loss` is eq. 6 (`saturating`, the literal log(1 - D) form) or its non-saturating variant
-  (`nonsaturating`: -log D for the real/fake, target-identity and true-expression heads), which is the
-  default because the literal form stalls once D wins (the generator's gradients vanish).
+Every term is returned *unweighted*, under its name (`TERM_WEIGHTS`), as a quantity to *minimise*:
+- `discriminator_terms`: the terms of minus eq. 5 (the discriminator maximises eq. 5);
+- `generator_terms`: the terms of eq. 6 (`saturating`, the literal log(1 - D) form) or of its non-saturating
+  variant (`nonsaturating`: -log D for the real/fake, target-identity and true-expression heads), the default
+  because the literal form stalls once D wins (the generator's gradients vanish);
+- `reconstruction_loss`, `confusion_loss`: the additions of the default preset (`lambda.rec`, `lambda.g5`).
+`term_weights` reads the weights from the flat `lambda` dict and `weighted_total` applies them: the one place
+where weights meet terms.
 """
 
 from __future__ import annotations
@@ -16,6 +19,16 @@ import torch
 from torch.nn import functional as F
 
 GENERATOR_LOSSES = ("saturating", "nonsaturating")
+
+#: Every loss term by name -> the key of its weight in the flat `lambda` dict (conf/lambda/*.yaml). Terms are
+#: minimised by D (`d*`, minus eq. 5, plus the latent identity adversary) or by G (`g*` and `rec`, eq. 6 plus the
+#: additions of the default preset). `d1_fake` may be re-weighted by `loss.d1_fake_weight` (see `term_weights`).
+TERM_WEIGHTS = {
+    "d1_real": "d1", "d1_fake": "d1", "d2_identity": "d2", "d3_expression": "d3", "latent_identity": "d5",
+    "g1_real_fake": "g1", "g2_identity": "g2", "g3_expression": "g3", "g4_kl": "g4",
+    "rec_reconstruction": "rec", "g5_latent_confusion": "g5",
+}
+LAMBDA_KEYS = tuple(dict.fromkeys(TERM_WEIGHTS.values()))
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -39,33 +52,30 @@ def log_one_minus_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1)
 
 
-def discriminator_loss(
+def discriminator_terms(
     real_logit: torch.Tensor,
     fake_logit: torch.Tensor,
     identity_logits: torch.Tensor,
     identity: torch.Tensor,
     expression_logits: torch.Tensor,
     expression: torch.Tensor,
-    lambdas: Mapping[str, float],
-    fake_weight: float | None = None,
     label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Minus eq. 5: lambda_1^D [BCE(D1(I), 1) + BCE(D1(G(I,c)), 0)] + lambda_2^D CE(D2(I), y_id) + lambda_3^D CE(D3(I), y_e).
+    """The terms of minus eq. 5, unweighted: BCE(D1(I), 1) (`d1_real`), BCE(D1(G(I, c)), 0) (`d1_fake`),
+    CE(D2(I), y_id) (`d2_identity`) and CE(D3(I), y_e) (`d3_expression`).
 
-    `fake_weight` replaces lambda_1^D on the fake term (None: lambda_1^D, as in eq. 5); `label_smoothing`
-    makes the real target 1 - s (one-sided smoothing). Returns a dict of the terms and their weighted `total`.
+    `label_smoothing` makes D1's real target 1 - s (one-sided smoothing; 0 in eq. 5).
     """
     real_target = torch.full_like(real_logit, 1.0 - label_smoothing)
-    real = F.binary_cross_entropy_with_logits(real_logit, real_target)
-    fake = F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
-    ident = F.cross_entropy(identity_logits, identity)
-    expr = F.cross_entropy(expression_logits, expression)
-    w_fake = lambdas["d1"] if fake_weight is None else fake_weight
-    total = lambdas["d1"] * real + w_fake * fake + lambdas["d2"] * ident + lambdas["d3"] * expr
-    return {"total": total, "d1_real": real, "d1_fake": fake, "d2_identity": ident, "d3_expression": expr}
+    return {
+        "d1_real": F.binary_cross_entropy_with_logits(real_logit, real_target),
+        "d1_fake": F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)),
+        "d2_identity": F.cross_entropy(identity_logits, identity),
+        "d3_expression": F.cross_entropy(expression_logits, expression),
+    }
 
 
-def generator_loss(
+def generator_terms(
     fake_logit: torch.Tensor,
     identity_logits: torch.Tensor,
     target_identity: torch.Tensor,
@@ -73,14 +83,13 @@ def generator_loss(
     expression: torch.Tensor,
     mu: torch.Tensor,
     logvar: torch.Tensor,
-    lambdas: Mapping[str, float],
     form: str = "nonsaturating",
 ) -> dict[str, torch.Tensor]:
-    """Eq. 6 on synthesized images G(I, c): lambda_1^G, lambda_2^G, lambda_3^G on the D1/D2/D3 terms, lambda_4^G on KL.
+    """The terms of eq. 6 on synthesized images G(I, c), unweighted: `g1_real_fake`, `g2_identity` (for the
+    target identity y'(c)), `g3_expression` (for the input's expression) and `g4_kl`.
 
-    form="saturating": the literal eq. 6, E[log(1 - D1)] + E[log(1 - D2_{y'(c)})] + E[log(1 - D3_{y_e})];
-    form="nonsaturating": E[-log D1] + E[-log D2_{y'(c)}] + E[-log D3_{y_e}].
-    Returns a dict of the (unweighted) terms and their weighted `total`.
+    form="saturating": the literal eq. 6, E[log(1 - D1)], E[log(1 - D2_{y'(c)})], E[log(1 - D3_{y_e})];
+    form="nonsaturating": E[-log D1], E[-log D2_{y'(c)}], E[-log D3_{y_e}].
     """
     if form == "saturating":
         real_fake = log_one_minus_sigmoid(fake_logit).mean()
@@ -92,9 +101,36 @@ def generator_loss(
         expr = F.cross_entropy(expression_logits, expression)
     else:
         raise ValueError(f"loss.generator must be one of {GENERATOR_LOSSES}, got {form!r}")
-    kl = kl_divergence(mu, logvar)
-    total = lambdas["g1"] * real_fake + lambdas["g2"] * ident + lambdas["g3"] * expr + lambdas["g4"] * kl
-    return {"total": total, "g1_real_fake": real_fake, "g2_identity": ident, "g3_expression": expr, "g4_kl": kl}
+    return {"g1_real_fake": real_fake, "g2_identity": ident, "g3_expression": expr, "g4_kl": kl_divergence(mu, logvar)}
+
+
+def term_weights(lambdas: Mapping[str, float], d1_fake_weight: float | None = None) -> dict[str, float]:
+    """{term name: weight} from the flat `lambda` dict (keys `LAMBDA_KEYS`); ValueError naming missing or
+    unknown keys. `d1_fake_weight` (`loss.d1_fake_weight`) replaces lambda_1^D on the fake term (None: eq. 5)."""
+    missing = [k for k in LAMBDA_KEYS if k not in lambdas]
+    unknown = [k for k in lambdas if k not in LAMBDA_KEYS]
+    if missing or unknown:
+        moved = " (release_kl moved to model.release_kl)" if "release_kl" in unknown else ""
+        raise ValueError(f"lambda: missing weights {missing}, unknown keys {unknown}{moved}; "
+                         f"expected exactly {list(LAMBDA_KEYS)}")
+    weights = {term: float(lambdas[key]) for term, key in TERM_WEIGHTS.items()}
+    if d1_fake_weight is not None:
+        weights["d1_fake"] = float(d1_fake_weight)
+    return weights
+
+
+def weighted_total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """The quantity an optimizer minimises: sum of weight x term over `terms`, in their order.
+
+    The one place where loss weights are applied (the LightningModule and the benchmark loop both call it).
+    """
+    total = None
+    for name, value in terms.items():
+        part = weights[name] * value
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("weighted_total: no loss terms")
+    return total
 
 
 def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import pytorch_lightning as pl
-from torch import nn
-from torch.nn import functional as F
 
-from pprl import losses
+from pprl import losses, objective
 from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights
 
-LAMBDA_KEYS = ("d1", "d2", "d3", "g1", "g2", "g3", "g4")
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
 
 
@@ -33,47 +30,54 @@ def step_seed(seed: int, global_step: int, rank: int = 0) -> int:
 
 
 class PPRLVGAN(pl.LightningModule):
-    """PPRL-VGAN generator G = (Encoder, Decoder) and discriminator D = (D1, D2, D3)."""
+    """PPRL-VGAN generator G = (Encoder, Decoder) and discriminator D = (D1, D2, D3).
+
+    Built from the config by `hydra.utils.instantiate(cfg.model, ...)` (conf/model/*.yaml names this class and
+    interpolates the `lambda`, `loss` and `train` settings it needs): every setting comes from the YAML, none has
+    a default here. `identity_names` / `expression_names` label the data's classes (checkpoints keep them).
+    """
 
     def __init__(
         self,
         num_identities: int,
         num_expressions: int,
-        image_size: int = 64,
-        width: int = 32,
-        latent_dim: int = 128,
-        lambdas: Mapping[str, float] | None = None,
-        generator_loss: str = "nonsaturating",
-        d1_fake_weight: float | None = None,
-        label_smoothing: float = 0.0,
-        lr: float = 2e-4,
-        g_steps_per_d_step: int = 2,
-        init_std: float = 0.01,
-        latent_adversary_hidden: Sequence[int] = (256, 256, 256),
+        *,
+        image_size: int,
+        width: int,
+        latent_dim: int,
+        init_std: float,
+        lambdas: Mapping[str, float],
+        loss: Mapping[str, Any],
+        lr: float,
+        g_steps_per_d_step: int,
+        release_kl: float,
+        latent_adversary_hidden: Sequence[int],
+        seed: int,
+        channels_last: bool = False,
+        compile: bool = False,
         identity_names: Sequence[str] | None = None,
         expression_names: Sequence[str] | None = None,
-        seed: int = 0,
     ):
         super().__init__()
-        lambdas = dict(lambdas or {"d1": 0.25, "d2": 0.5, "d3": 0.25, "g1": 0.108, "g2": 0.6, "g3": 0.29, "g4": 0.002})
-        missing = [k for k in LAMBDA_KEYS if k not in lambdas]
-        if missing:
-            raise ValueError(f"lambda: missing weights {missing}; expected keys {list(LAMBDA_KEYS)}")
-        if generator_loss not in losses.GENERATOR_LOSSES:
-            raise ValueError(f"loss.generator must be one of {losses.GENERATOR_LOSSES}, got {generator_loss!r}")
+        if loss["generator"] not in losses.GENERATOR_LOSSES:
+            raise ValueError(f"loss.generator must be one of {losses.GENERATOR_LOSSES}, got {loss['generator']!r}")
         if g_steps_per_d_step < 1:
             raise ValueError(f"train.g_steps_per_d_step must be >= 1, got {g_steps_per_d_step}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.lambdas = {k: float(v) for k, v in lambdas.items()}
+        self.term_weights = losses.term_weights(self.lambdas, loss.get("d1_fake_weight"))
+        self.loss_settings = {"generator": str(loss["generator"]), "label_smoothing": float(loss["label_smoothing"])}
         self.encoder = Encoder(image_size, width, latent_dim)
         self.decoder = Decoder(image_size, width, latent_dim, num_identities)
         self.discriminator = Discriminator(image_size, width, num_identities, num_expressions)
         for net in (self.encoder, self.decoder, self.discriminator):
             init_weights(net, init_std)
-        # Beyond the paper (lambda.g5 > 0): an identity classifier on mu, trained with D, that the encoder fools.
+        # Beyond the paper (lambda.d5 / lambda.g5 > 0): an identity classifier on mu, trained with D, that the
+        # encoder learns to fool.
+        uses_adversary = self.term_weights["latent_identity"] > 0 or self.term_weights["g5_latent_confusion"] > 0
         self.latent_adversary = (LatentClassifier(latent_dim, num_identities, tuple(latent_adversary_hidden))
-                                 if self.lambdas.get("g5", 0.0) > 0 else None)
+                                 if uses_adversary else None)
         # Running mean over training batches of KL(q(f_d|I) || N(0, 1)) per latent dim d (the release mask's input).
         self.register_buffer("latent_kl", torch.full((latent_dim,), float("inf")))
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
@@ -81,20 +85,15 @@ class PPRLVGAN(pl.LightningModule):
         self.identity_names = list(identity_names or [str(i) for i in range(num_identities)])
         self.expression_names = list(expression_names or [str(i) for i in range(num_expressions)])
         self._step_rng: torch.Generator | None = None
-        self.channels_last = False
         self._term_names: list[str] = []
         self._epoch_sums: torch.Tensor | None = None
         self._epoch_count = 0
-
-    def configure_speedups(self, channels_last: bool = False, compile: bool = False) -> "PPRLVGAN":
-        """Opt-in speed options (`model.channels_last`, `model.compile`); neither changes the checkpoint format."""
-        if channels_last:
+        self.channels_last = bool(channels_last)
+        if channels_last:  # speed options: neither changes the results' meaning nor the checkpoint format
             self.to(memory_format=torch.channels_last)
-            self.channels_last = True
         if compile:
             for net in (self.encoder, self.decoder, self.discriminator):
                 net.compile()  # in place: parameter names (and checkpoints) stay as they are
-        return self
 
     # ----------------------------------------------------------------- generator
     @property
@@ -107,8 +106,8 @@ class PPRLVGAN(pl.LightningModule):
 
     def release_mask(self) -> torch.Tensor:
         """(latent_dim,) bool: the dims the trained model releases, those whose running mean KL to the prior
-        is at least `lambda.release_kl` nats (all dims when it is 0 or the run kept no statistics)."""
-        threshold = float(self.lambdas.get("release_kl", 0.0))
+        is at least `model.release_kl` nats (all dims when it is 0 or the run kept no statistics)."""
+        threshold = float(self.hparams.release_kl)
         if threshold <= 0:
             return torch.ones_like(self.latent_kl, dtype=torch.bool)
         top = torch.arange(self.latent_kl.numel(), device=self.latent_kl.device) == self.latent_kl.argmax()
@@ -119,20 +118,23 @@ class PPRLVGAN(pl.LightningModule):
         encoder, `pprl.anonymize features=true`): on the dims outside `release_mask` q(f_d|I) is replaced by the
         prior N(0, 1) (mu_d = 0, log sigma_d^2 = 0). Protected images are still drawn from the whole posterior.
 
-        Beyond the paper (`lambda.release_kl`, pprl_plus): a dim with KL ~ 0 carries (almost) nothing the decoder
+        Beyond the paper (`model.release_kl`, the default preset): a dim with KL ~ 0 carries (almost) nothing the decoder
         uses, since a draw there is prior noise, yet its *mean* still varies with the input, and a standardising
         attacker reads the identity from it (measured on a default run: logistic regression named the person
         from the 112 least informative dims of mu 98 % of the time, from the 8 most informative 23 %; chance 17 %).
         """
-        if float(self.lambdas.get("release_kl", 0.0)) <= 0:  # off: the posterior as the encoder gives it
+        if float(self.hparams.release_kl) <= 0:  # off: the posterior as the encoder gives it
             return mu, logvar
         keep = self.release_mask().to(mu.dtype)
         return mu * keep, logvar * keep
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A draw f ~ N(mu, sigma^2) (the VAE reparameterisation trick)."""
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        """A draw f ~ N(mu, sigma^2) (the VAE reparameterisation trick): mu + eps * sigma, eps ~ N(0, I) from
+        `generator`, or the given standard-normal `noise` (e.g. seeded per image by the caller)."""
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + noise * (0.5 * logvar).exp()
 
     def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -146,6 +148,10 @@ class PPRLVGAN(pl.LightningModule):
     def decode(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Dec(f ⊕ c): identity as indices (B,) or codes (B, N_id)."""
         return self.decoder(f, identity)
+
+    def decode_as(self, f: torch.Tensor, identity: int) -> torch.Tensor:
+        """Dec(f ⊕ c) with the same identity index c for every row (the protected version as identity c)."""
+        return self.decode(f, torch.full((f.shape[0],), int(identity), dtype=torch.long, device=f.device))
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor, sample: bool = True,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -167,7 +173,7 @@ class PPRLVGAN(pl.LightningModule):
         if self._step_rng is None or self._step_rng.device != self.device:
             self._step_rng = torch.Generator(device=self.device)
         rank = self.trainer.global_rank if self._trainer is not None else 0
-        return self._step_rng.manual_seed(step_seed(self.hparams.get("seed", 0), self.global_step, rank))
+        return self._step_rng.manual_seed(step_seed(self.hparams.seed, self.global_step, rank))
 
     # ----------------------------------------------------------------- training
     def configure_optimizers(self):
@@ -179,64 +185,49 @@ class PPRLVGAN(pl.LightningModule):
         return torch.optim.RMSprop(gen_params, lr=lr), torch.optim.RMSprop(disc_params, lr=lr)
 
     def discriminator_step(self, x, identity, expression, opt, generator=None) -> dict[str, torch.Tensor]:
-        """One update of D that maximises eq. 5 on a real batch and its synthesized version G(I, c) (with
-        lambda.g5 > 0 also of the latent identity adversary on standardised mu)."""
-        with torch.no_grad():
-            mu, logvar = self.encode(x)
-            noisy = self.reparameterize(mu, logvar, generator)
-            fake = self.decode(noisy, self.one_hot(self.random_identity(x.shape[0], generator)))
+        """One update of D (and of the latent identity adversary, if any) minimising the weighted terms of
+        `objective.discriminator_terms` (minus eq. 5). Returns the terms, their `total` and D's accuracies."""
         self.toggle_optimizer(opt)
-        real_logit, id_logits, expr_logits = self.discriminator(x)
-        fake_logit, _, _ = self.discriminator(fake)
-        terms = losses.discriminator_loss(
-            real_logit, fake_logit, id_logits, identity, expr_logits, expression, self.lambdas,
-            fake_weight=self.hparams.d1_fake_weight, label_smoothing=self.hparams.label_smoothing)
-        if self.latent_adversary is not None:
-            latent_logits = self.latent_adversary(losses.standardize(mu))
-            terms["latent_identity"] = F.cross_entropy(latent_logits, identity)
-            terms["total"] = terms["total"] + terms["latent_identity"]
-            terms["acc_latent_identity"] = (latent_logits.argmax(1) == identity).float().mean()
+        out = objective.discriminator_terms(self, x, identity, expression, self.term_weights, generator)
+        total = losses.weighted_total(out.terms, self.term_weights)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(terms["total"])
+        self.manual_backward(total)
         opt.step()
         self.untoggle_optimizer(opt)
         self.d_steps += 1
+        logits = out.logits
         with torch.no_grad():
-            terms["acc_real_d1"] = (real_logit > 0).float().mean()
-            terms["acc_fake_d1"] = (fake_logit < 0).float().mean()
-            terms["acc_real_d2"] = (id_logits.argmax(1) == identity).float().mean()
-            terms["acc_real_d3"] = (expr_logits.argmax(1) == expression).float().mean()
-        return terms
+            log = {"total": total, **out.terms}
+            if "latent_identity" in logits:
+                log["acc_latent_identity"] = (logits["latent_identity"].argmax(1) == identity).float().mean()
+            log["acc_real_d1"] = (logits["real"] > 0).float().mean()
+            log["acc_fake_d1"] = (logits["fake"] < 0).float().mean()
+            log["acc_real_d2"] = (logits["identity"].argmax(1) == identity).float().mean()
+            log["acc_real_d3"] = (logits["expression"].argmax(1) == expression).float().mean()
+        return log
 
     def generator_step(self, x, identity, expression, opt, generator=None) -> dict[str, torch.Tensor]:
-        """One update of G = (Enc, Dec) that minimises eq. 6 (plus `lambda.rec` x the optional reconstruction term)."""
+        """One update of G = (Enc, Dec) minimising the weighted terms of `objective.generator_terms` (eq. 6 and
+        the default preset's additions); also updates the running per-dim KL. Returns terms, total, accuracies."""
         self.toggle_optimizer(opt)
-        target = self.random_identity(x.shape[0], generator)
-        mu, logvar = self.encode(x)
-        fake = self.decode(self.reparameterize(mu, logvar, generator), self.one_hot(target))
-        fake_logit, id_logits, expr_logits = self.discriminator(fake)
-        terms = losses.generator_loss(fake_logit, id_logits, target, expr_logits, expression, mu, logvar,
-                                      self.lambdas, form=self.hparams.generator_loss)
-        if self.lambdas.get("rec", 0.0) > 0:
-            terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
-            terms["total"] = terms["total"] + self.lambdas["rec"] * terms["rec_reconstruction"]
+        out = objective.generator_terms(self, x, identity, expression, self.term_weights, generator)
+        total = losses.weighted_total(out.terms, self.term_weights)
         with torch.no_grad():
-            per_dim_kl = losses.kl_per_dim(mu.float(), logvar.float())
+            per_dim_kl = losses.kl_per_dim(out.mu.float(), out.logvar.float())
             seen = torch.isfinite(self.latent_kl)  # inf until the first step (no host sync: torch.where)
             self.latent_kl.copy_(torch.where(seen, self.latent_kl.lerp(per_dim_kl, KL_MOMENTUM), per_dim_kl))
-        if self.latent_adversary is not None:
-            terms["g5_latent_confusion"] = losses.confusion_loss(self.latent_adversary(losses.standardize(mu)))
-            terms["total"] = terms["total"] + self.lambdas["g5"] * terms["g5_latent_confusion"]
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(terms["total"])
+        self.manual_backward(total)
         opt.step()
         self.untoggle_optimizer(opt)
         self.g_steps += 1
+        logits = out.logits
         with torch.no_grad():
-            terms["acc_fake_d1_fooled"] = (fake_logit > 0).float().mean()
-            terms["acc_fake_d2_target"] = (id_logits.argmax(1) == target).float().mean()
-            terms["acc_fake_d3"] = (expr_logits.argmax(1) == expression).float().mean()
-        return terms
+            log = {"total": total, **out.terms}
+            log["acc_fake_d1_fooled"] = (logits["fake"] > 0).float().mean()
+            log["acc_fake_d2_target"] = (logits["identity"].argmax(1) == out.target).float().mean()
+            log["acc_fake_d3"] = (logits["expression"].argmax(1) == expression).float().mean()
+        return log
 
     def training_step(self, batch, batch_idx):
         x, identity, expression = batch
@@ -321,10 +312,9 @@ class PPRLVGAN(pl.LightningModule):
         mu, logvar = self.encode(x)
         f = self.reparameterize(mu, logvar, generator) if sample else mu
         for c in range(self.num_identities):
-            target = torch.full((x.shape[0],), c, device=x.device, dtype=torch.long)
-            _, id_logits, expr_logits = self.discriminator(self.decode(f, target))
+            _, id_logits, expr_logits = self.discriminator(self.decode_as(f, c))
             expr_hits.append(expr_logits.argmax(1) == expression)
-            id_hits.append(id_logits.argmax(1) == target)
+            id_hits.append(id_logits.argmax(1) == c)
         return {"d3_expression_acc_fake": torch.cat(expr_hits).float().mean(),
                 "d2_target_acc_fake": torch.cat(id_hits).float().mean()}
 

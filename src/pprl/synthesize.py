@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from pprl.paths import config_dir
 
-
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="synthesize")
-def main(cfg: DictConfig) -> None:
+def _cli(cfg: DictConfig) -> int:
     from pprl.apps import synthesize
     from pprl.apps.synthesize import flatten
     from pprl.io import RunError
@@ -24,9 +20,17 @@ def main(cfg: DictConfig) -> None:
     try:
         scores = synthesize(cfg)
     except (RunError, ValueError, FileNotFoundError, IndexError) as exc:
-        sys.exit(f"pprl.synthesize: {exc}")
+        print(f"pprl.synthesize: {exc}", file=sys.stderr)
+        return 2
     for key, value in flatten(scores).items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def main() -> None:
+    from pprl.cli import run_hydra
+
+    run_hydra("synthesize", _cli)
 
 
 if __name__ == "__main__":

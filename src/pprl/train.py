@@ -21,34 +21,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pprl import gpu_pool  # also registers ${pprl.gpu_count:}, used by hydra/launcher=gpus
-from pprl.paths import config_dir
 
 log = logging.getLogger("pprl.train")
 
 
-def build_model(cfg: DictConfig, splits) -> "PPRLVGAN":
-    """The LightningModule for `cfg` and the dataset's label sets."""
-    from pprl.module import PPRLVGAN
-
-    lam = cfg["lambda"]  # `cfg.lambda` is a syntax error
-    return PPRLVGAN(
-        num_identities=splits.num_identities,
-        num_expressions=splits.num_expressions,
-        image_size=int(cfg.dataset.image_size),
-        width=int(cfg.model.width),
-        latent_dim=int(cfg.model.latent_dim),
-        init_std=float(cfg.model.get("init_std", 0.01)),
-        lambdas=OmegaConf.to_container(lam, resolve=True),
-        generator_loss=cfg.loss.generator,
-        d1_fake_weight=cfg.loss.d1_fake_weight,
-        label_smoothing=float(cfg.loss.label_smoothing),
-        lr=float(cfg.train.lr),
-        g_steps_per_d_step=int(cfg.train.g_steps_per_d_step),
-        identity_names=splits.identities,
-        expression_names=splits.expressions,
-        seed=int(cfg.seed),
-    ).configure_speedups(channels_last=bool(cfg.model.get("channels_last", False)),
-                         compile=bool(cfg.model.get("compile", False)))
+def build_model(cfg: DictConfig, splits) -> pl.LightningModule:
+    """The LightningModule of `cfg.model` (conf/model/*.yaml names the class and its settings) for the data's
+    label sets."""
+    return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities,
+                                   num_expressions=splits.num_expressions, identity_names=list(splits.identities),
+                                   expression_names=list(splits.expressions), _convert_="all")
 
 
 def _job_overrides() -> tuple[str | None, str | None]:
@@ -140,7 +122,7 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
     logger = build_logger(cfg, run_dir)
     callbacks = [
         *extra_callbacks,
-        LastCheckpoint(run_dir / "checkpoints", every_n_steps=int(cfg.train.get("checkpoint_every_n_steps", 0))),
+        LastCheckpoint(run_dir / "checkpoints", every_n_steps=int(cfg.train.checkpoint_every_n_steps)),
         IdentitySwapGrid(run_dir / "figures" / "identity_swap", every_n_epochs=int(cfg.train.figure_every_n_epochs),
                          num_rows=int(cfg.train.figure_rows), seed=int(cfg.seed)),
     ]
@@ -231,8 +213,7 @@ def record_failure(run_dir: Path, err: BaseException) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> None:
     """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus) before CUDA starts, then
     train and evaluate. A job that fails or diverges writes results/failed.json; in a --multirun the sweep
     goes on with the next job, a single run exits non-zero."""
@@ -247,6 +228,12 @@ def main(cfg: DictConfig) -> None:
         if not _in_multirun():
             raise
         log.error("job failed (%s: %s); recorded in %s, the sweep goes on", type(err).__name__, err, path)
+
+
+def main() -> None:
+    from pprl.cli import run_hydra
+
+    run_hydra("train", run_job)
 
 
 if __name__ == "__main__":

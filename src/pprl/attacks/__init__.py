@@ -1,17 +1,26 @@
-"""Table 2 of the paper (§5.3-5.4): privacy (identification CCR) and utility (expression CCR) under attack.
+"""Table 2 of the paper (§5.3-5.4) and beyond: privacy (identification CCR) and utility (expression CCR) under attack.
 
-`protect` builds the protected image sets, `classifiers` the attackers' networks, `scenarios` the five rows,
-`table` the JSON / Markdown / PNG / logger output. `pprl.evaluate` ties them to a training run dir.
+`registry` holds one entry per scenario (`paper`: the paper's rows; `strong`, `linkability`: beyond the paper),
+`context` the work scenarios share, `protect` the protected image sets, `classifiers` the attackers' networks,
+`results` / `stats` / `table` the rows, their intervals and the JSON / Markdown / PNG / logger output.
+`pprl.evaluate` ties them to a training run dir.
 """
 
+from . import paper  # noqa: F401  isort: skip  (registers the scenarios, in Table 2 order)
+from . import strong  # noqa: F401  isort: skip
+from . import linkability  # noqa: F401  isort: skip
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
-from .protect import ProtectedSet, latent_features, protect
-from .scenarios import SCENARIOS, TASKS, AttackContext, ScenarioResult, TaskResult, ccr, run_scenarios
-from .table import log_table, render_markdown, table_dict, wilson_interval, write_table
+from .context import AttackContext, derived_seed
+from .protect import F_VARIANTS, ProtectedSet, latent_features, protect
+from .registry import SCENARIOS, SUITES, config_problems, run_scenarios, store_suites, suite_names
+from .results import TASKS, ScenarioResult, TaskResult, ccr
+from .stats import wilson_interval
+from .table import log_table, render_markdown, table_dict, write_table
 
 __all__ = [
     "FitSettings", "ImageClassifier", "MLPClassifier", "fit_classifier", "predict", "validation_split",
-    "ProtectedSet", "latent_features", "protect",
-    "SCENARIOS", "TASKS", "AttackContext", "ScenarioResult", "TaskResult", "ccr", "run_scenarios",
-    "log_table", "render_markdown", "table_dict", "wilson_interval", "write_table",
+    "AttackContext", "derived_seed", "F_VARIANTS", "ProtectedSet", "latent_features", "protect",
+    "SCENARIOS", "SUITES", "config_problems", "run_scenarios", "store_suites", "suite_names",
+    "TASKS", "ScenarioResult", "TaskResult", "ccr", "wilson_interval",
+    "log_table", "render_markdown", "table_dict", "write_table",
 ]

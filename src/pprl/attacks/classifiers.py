@@ -32,23 +32,26 @@ log = logging.getLogger("pprl.attacks")
 
 @dataclass
 class FitSettings:
-    """How an attacker trains one classifier (one block of `conf/attack/*.yaml`)."""
+    """How an attacker trains one classifier: one block of `conf/attack/*.yaml` (every key comes from the YAML)."""
 
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    val_fraction: float = 0.1
-    patience: int = 2           # epochs without a higher validation accuracy before stopping
-    target_val_acc: float = 1.0  # stop as soon as validation accuracy reaches this
-    weight_decay: float = 0.0
-    epoch_fraction: float = 1.0  # share of the training rows one "epoch" visits (large expanded sets)
-    schedule: str = "cosine"     # learning rate over the `epochs` budget: cosine (decays to 0) | constant
+    epochs: int            # at most
+    lr: float              # Adam
+    batch_size: int
+    val_fraction: float    # the attacker's validation slice (model selection; never test images)
+    patience: int          # epochs without a higher validation accuracy before stopping
+    target_val_acc: float  # stop as soon as validation accuracy reaches this
+    weight_decay: float    # Adam's L2 penalty
+    epoch_fraction: float  # share of the training rows one "epoch" visits (large expanded sets)
+    schedule: str          # learning rate over the `epochs` budget: cosine (decays to 0) | constant
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str) -> "FitSettings":
-        """Read the known keys of `cfg`; raise ValueError naming `where.<key>` for a bad value."""
-        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None}
-        s = cls(**known)
+        """Read the settings from `cfg`; ValueError naming every missing or bad `where.<key>`, one line each."""
+        missing = [k for k in cls.__dataclass_fields__ if cfg.get(k) is None]
+        if missing:
+            raise ValueError("invalid attack config:\n  " + "\n  ".join(
+                f"{where}.{k}: missing (see conf/attack/)" for k in missing))
+        s = cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
         problems = []
         if not isinstance(s.epochs, int) or s.epochs < 1:
             problems.append(f"{where}.epochs={s.epochs!r}: must be an integer >= 1")
@@ -64,6 +67,8 @@ class FitSettings:
             problems.append(f"{where}.schedule={s.schedule!r}: allowed values are cosine, constant")
         if not 0 < s.epoch_fraction <= 1:
             problems.append(f"{where}.epoch_fraction={s.epoch_fraction!r}: must be in (0, 1]")
+        if not s.weight_decay >= 0:
+            problems.append(f"{where}.weight_decay={s.weight_decay!r}: must be >= 0")
         if problems:
             raise ValueError("invalid attack config:\n  " + "\n  ".join(problems))
         return s

@@ -23,8 +23,9 @@ import torch
 from torch.nn import functional as F
 
 from .classifiers import as_batch
-from .scenarios import AttackContext, derived_seed
-from .table import Z95
+from .context import AttackContext, derived_seed
+from .registry import scenario
+from .stats import Z95
 
 FEATURE_SOURCES = ("attack_II", "attack_II_strong")
 
@@ -143,15 +144,38 @@ class LinkabilityResult:
                 "similarity": "cosine", "mean_similarity": {k: round(v, 6) for k, v in self.mean_similarity.items()}}
 
 
+def config_problems(block: Mapping[str, Any], where: str = "attack.linkability") -> list[str]:
+    """Problems with `attack.linkability` (empty list: fine)."""
+    problems = []
+    if block.get("features_from") not in FEATURE_SOURCES:
+        problems.append(f"{where}.features_from={block.get('features_from')!r}: allowed values are "
+                        f"{', '.join(FEATURE_SOURCES)}")
+    pairs = block.get("pairs")
+    if not isinstance(pairs, int) or pairs < 2:
+        problems.append(f"{where}.pairs={pairs!r}: must be an integer >= 2")
+    return problems
+
+
+def _note(table: dict[str, Any]) -> list[str]:
+    link = table["linkability_auc"]
+    return [f"- Linkability: ROC AUC of the cosine similarity of {link['features_from']}'s penultimate features, "
+            f"{link['n_same']} same-person pairs (different source images and target codes) vs {link['n_different']} "
+            "different-person pairs matched on expression and target code; 0.5 = no link; Hanley-McNeil 95 % "
+            "interval."]
+
+
+@scenario("linkability", title="Linkability (ROC AUC; 0.5 = no link)", label="linkability", suite="strong",
+          block="linkability", validate=config_problems, note=_note, row="linkability_auc",
+          requires=lambda cfg: {str(cfg["linkability"]["features_from"])})
 def run(ctx: AttackContext) -> list[LinkabilityResult]:
     """The linkability scenario: pairs of protected test images scored by an attacker's penultimate features."""
     block = ctx.settings("linkability")
-    source = str(block.get("features_from", "attack_II"))
+    source = str(block.features_from)
     classifiers = ctx.attack_II_classifiers() if source == "attack_II" else ctx.shared[source]
     net = classifiers["nets"]["identification"]
     test = ctx.protected_test()
     a, b, b_other = sample_pairs(test.identity, test.expression, test.source, test.code,
-                                 int(block.get("pairs", 20000)), derived_seed(ctx.seed, "linkability", "pairs"))
+                                 int(block.pairs), derived_seed(ctx.seed, "linkability", "pairs"))
     rows = np.unique(np.concatenate([a, b, b_other]))
     feats = F.normalize(torch.from_numpy(penultimate(net, test.images, rows, max(ctx.batch_size, 64), ctx.device)),
                         dim=1).numpy()
@@ -160,15 +184,3 @@ def run(ctx: AttackContext) -> list[LinkabilityResult]:
     auc = roc_auc(np.concatenate([same, different]), np.r_[np.ones(len(same), bool), np.zeros(len(different), bool)])
     return [LinkabilityResult("linkability_auc", auc, len(same), len(different), source,
                               {"same": float(same.mean()), "different": float(different.mean())})]
-
-
-def config_problems(block: Mapping[str, Any]) -> list[str]:
-    """Problems with `attack.linkability` (empty list: fine)."""
-    problems = []
-    if block.get("features_from", "attack_II") not in FEATURE_SOURCES:
-        problems.append(f"attack.linkability.features_from={block.get('features_from')!r}: allowed values are "
-                        f"{', '.join(FEATURE_SOURCES)}")
-    pairs = block.get("pairs", 20000)
-    if not isinstance(pairs, int) or pairs < 2:
-        problems.append(f"attack.linkability.pairs={pairs!r}: must be an integer >= 2")
-    return problems

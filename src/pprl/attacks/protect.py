@@ -18,6 +18,10 @@ from tqdm.auto import tqdm
 from pprl.data import FaceSet, images_to_tensor, tensor_to_images
 
 
+#: the two views of f(I) an attacker on the representation can take: the mean mu, or a draw from q(f|I)
+F_VARIANTS = ("mu", "sampled")
+
+
 @dataclass
 class ProtectedSet:
     """All N_id protected versions of a FaceSet, with the labels of their *source* images.
@@ -36,7 +40,7 @@ class ProtectedSet:
         return len(self.images)
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -58,7 +62,7 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
     h, w = faces.images.shape[1:3]
     out = np.empty((n * num_codes, h, w, 3), dtype=np.uint8)  # the only full-size allocation
     view = out.reshape(n, num_codes, h, w, 3)
-    device = _model_device(model)
+    device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     was_training = model.training
     model.eval()
@@ -69,8 +73,7 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
                 mu, logvar = model.encode(x)
                 for c in range(num_codes):
                     f = model.reparameterize(mu, logvar, generator) if sample else mu
-                    target = torch.full((x.shape[0],), c, dtype=torch.long, device=device)
-                    view[start:start + x.shape[0], c] = tensor_to_images(model.decode(f, target))
+                    view[start:start + x.shape[0], c] = tensor_to_images(model.decode_as(f, c))
     finally:
         model.train(was_training)
     return ProtectedSet(
@@ -87,7 +90,7 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
 def latent_features(model, faces: FaceSet, sample: bool, batch_size: int = 256, seed: int = 0,
                     desc: str = "encode") -> np.ndarray:
     """f(I) for every image (attack III): the mean mu (`sample=False`) or one draw from q(f|I), float32 (N, d)."""
-    device = _model_device(model)
+    device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     was_training = model.training
     model.eval()

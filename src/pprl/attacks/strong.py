@@ -10,15 +10,14 @@
   figures are kept under `attackers`.
 - linkability: see `pprl.attacks.linkability` (row `linkability_auc`).
 
-`prepare` checks these scenarios' settings before anything trains; `RUNNERS` registers them with
-`pprl.attacks.scenarios.run_scenarios`.
+Each is registered with `pprl.attacks.registry.scenario` (its validator checks its settings before anything
+trains); settings in `conf/attack/<name>.yaml`.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -27,23 +26,22 @@ from torch.nn import functional as F
 
 from pprl.nets import check_image_size
 
-from . import linkability
 from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
-from .protect import latent_features
-from .scenarios import AttackContext, ScenarioResult, TaskResult, derived_seed
-from .table import wilson_interval
+from .context import AttackContext, derived_seed
+from .paper import fit_problems
+from .protect import F_VARIANTS, latent_features
+from .registry import scenario
+from .results import ScenarioResult, TaskResult
+from .stats import wilson_interval
 
 III_ATTACKERS = ("mlp", "logreg", "knn")
-VARIANTS = ("mu", "sampled")
 KNN_METRICS = ("cosine", "euclidean")
-AUGMENT_DEFAULTS = {"shift": 0.1, "flip": True, "rotate": 10.0, "scale": 0.05,
-                    "brightness": 0.15, "contrast": 0.15, "saturation": 0.15}
+AUGMENT_KEYS = ("shift", "flip", "rotate", "scale", "brightness", "contrast", "saturation")
 
 
 # ---------------------------------------------------------------------- augmentation and the deeper CNN
-def augment(x: torch.Tensor, shift: float = 0.1, flip: bool = True, rotate: float = 10.0, scale: float = 0.05,
-            brightness: float = 0.15, contrast: float = 0.15, saturation: float = 0.15,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, *, shift: float, flip: bool, rotate: float, scale: float, brightness: float,
+            contrast: float, saturation: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random per-image geometry and colour changes of a batch x (B, 3, H, W) in [-1, 1].
 
     Geometry (one affine warp per image, border padding): translation up to `shift` x the image size,
@@ -112,16 +110,37 @@ class StrongImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+def _attack_II_strong_problems(block: Mapping[str, Any], where: str) -> list[str]:
+    problems = fit_problems(block, where)
+    aug = block.get("augment")
+    if aug not in (None, False):
+        unknown = sorted(set(dict(aug)) - set(AUGMENT_KEYS))
+        missing = [k for k in AUGMENT_KEYS if k not in aug]
+        if unknown or missing:
+            problems.append(f"{where}.augment: unknown key(s) {unknown}, missing {missing}; it takes exactly "
+                            f"{', '.join(AUGMENT_KEYS)} (0 disables one)")
+    if not 0 <= float(block.dropout) < 1:
+        problems.append(f"{where}.dropout={block.dropout!r}: must be in [0, 1)")
+    return problems
+
+
+def _attack_II_strong_note(table: dict[str, Any]) -> list[str]:
+    return ["- Attack II, strong: a deeper CNN (8 3x3 convs) trained longer on the same protected training set as "
+            "attack II, with random shifts, flips, rotations and colour jitter."]
+
+
+@scenario("attack_II_strong", title="Attack II, strong (deeper CNN + augmentation)", label="attack II strong",
+          suite="strong", block="attack_II_strong", validate=_attack_II_strong_problems, note=_attack_II_strong_note)
 def attack_II_strong(ctx: AttackContext) -> list[ScenarioResult]:
     """Deeper CNNs with augmentation, trained on attack II's protected training set, tested like attack II."""
     block = ctx.settings("attack_II_strong")
     width = int(block.get("width") or ctx.model.hparams.width)
     aug = block.get("augment")
-    aug = None if aug is None or aug is False else {**AUGMENT_DEFAULTS, **dict(aug)}
+    aug = None if aug is None or aug is False else dict(aug)
 
     def make_net(num_classes: int) -> nn.Module:
-        return StrongImageClassifier(ctx.splits.image_size, width, num_classes, hidden=int(block.get("hidden", 256)),
-                                     dropout=float(block.get("dropout", 0.3)), augment=aug)
+        return StrongImageClassifier(ctx.splits.image_size, width, num_classes, hidden=int(block.hidden),
+                                     dropout=float(block.dropout), augment=aug)
 
     prot = ctx.protected_train()
     classifiers = ctx.train_image_classifiers("attack_II_strong", prot.images, prot.identity, prot.expression,
@@ -166,8 +185,8 @@ def knn_predict(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, ks: 
 
 
 def _fit_network(ctx: AttackContext, block: Mapping[str, Any], kind: str, hidden: list[int], f_train, f_test,
-                       labels, num_classes, train_rows, val_rows, mean, std, tag: str):
-    fit = FitSettings.from_config(block, f"attack.attack_III_strong.{kind}")
+                 labels, num_classes, train_rows, val_rows, mean, std, tag: str):
+    fit = FitSettings.from_config({**block, "val_fraction": 0.0}, f"attack.attack_III_strong.{kind}")
     torch.manual_seed(derived_seed(ctx.seed, "attack_III_strong", tag, "init"))
     net = MLPClassifier(f_train.shape[1], num_classes, hidden, mean, std)
     report = fit_classifier(net, f_train, labels, train_rows, val_rows, fit,
@@ -180,8 +199,8 @@ def _fit_knn(ctx: AttackContext, block: Mapping[str, Any], f_train, f_test, labe
              val_rows, mean, std):
     """k chosen by accuracy on the validation slice (neighbours from the training slice), then the test set is
     classified with all the attacker's data (training + validation slices) as neighbours."""
-    ks = sorted({int(k) for k in block.get("k", [1, 5, 15])})
-    metric = str(block.get("metric", "cosine"))
+    ks = sorted({int(k) for k in block.k})
+    metric = str(block.metric)
     z_train, z_test = (f_train - mean) / std, (f_test - mean) / std
     info: dict[str, Any] = {"metric": metric}
     if len(val_rows):
@@ -198,21 +217,53 @@ def _fit_knn(ctx: AttackContext, block: Mapping[str, Any], f_train, f_test, labe
     return pred, info
 
 
+def _attack_III_strong_problems(block: Mapping[str, Any], where: str) -> list[str]:
+    problems = []
+    if block.get("variant") not in F_VARIANTS:
+        problems.append(f"{where}.variant={block.get('variant')!r}: allowed values are {', '.join(F_VARIANTS)}")
+    attackers = list(block.get("attackers") or [])
+    if not attackers or any(a not in III_ATTACKERS for a in attackers):
+        problems.append(f"{where}.attackers={attackers}: allowed values are {', '.join(III_ATTACKERS)} (at least one)")
+    if not 0 <= float(block.val_fraction) < 1:
+        problems.append(f"{where}.val_fraction={block.val_fraction!r}: must be in [0, 1)")
+    for name in ("mlp", "logreg"):
+        if name in attackers:
+            problems += fit_problems({**block[name], "val_fraction": 0.0}, f"{where}.{name}")
+    if "knn" in attackers:
+        ks = list(block.knn.k)
+        if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+            problems.append(f"{where}.knn.k={ks}: must be a list of integers >= 1")
+        if block.knn.metric not in KNN_METRICS:
+            problems.append(f"{where}.knn.metric={block.knn.metric!r}: allowed values are {', '.join(KNN_METRICS)}")
+    return problems
+
+
+def _attack_III_strong_note(table: dict[str, Any]) -> list[str]:
+    s3 = table["attack_III_strong"]
+    each = ", ".join(f"{k} {100 * v['identification']:.2f}%" for k, v in s3["attackers"].items())
+    f = "μ" if s3["variant"] == "mu" else "a draw from q(f|I)"
+    return [f"- Attack III, strong (f = {f}): per column the best attacker on the test set "
+            f"({s3['best']['identification']} / {s3['best']['expression']}); identification of each: {each}."]
+
+
+@scenario("attack_III_strong", title="Attack III, strong (best of MLP / logistic / k-NN on f)",
+          label="attack III strong", suite="strong", block="attack_III_strong",
+          validate=_attack_III_strong_problems, note=_attack_III_strong_note)
 def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
     """MLP, logistic regression and k-NN on f(I); per column the attacker with the best test CCR is reported."""
     block = ctx.settings("attack_III_strong")
-    variant = str(block.get("variant", "mu"))
-    attackers = list(block.get("attackers", III_ATTACKERS))
+    variant = str(block.variant)
+    attackers = list(block.attackers)
     tr, te = ctx.splits.train, ctx.splits.test
     strata = tr.identity * len(ctx.names["expression"]) + tr.expression
-    train_rows, val_rows = validation_split(np.arange(len(tr)), strata, float(block.get("val_fraction", 0.1)),
+    train_rows, val_rows = validation_split(np.arange(len(tr)), strata, float(block.val_fraction),
                                             derived_seed(ctx.seed, "attack_III_strong", "val"))
     sample = variant == "sampled"
     f_train = latent_features(ctx.model, tr, sample, ctx.batch_size,
                               derived_seed(ctx.seed, "attack_III_strong", variant, "train"), desc="f(I) train")
     f_test = latent_features(ctx.model, te, sample, ctx.batch_size,
                              derived_seed(ctx.seed, "attack_III_strong", variant, "test"), desc="f(I) test")
-    if bool(block.get("standardize", True)):
+    if bool(block.standardize):
         mean, std = f_train[train_rows].mean(0), f_train[train_rows].std(0) + 1e-6
     else:
         mean, std = np.zeros(f_train.shape[1], np.float32), np.ones(f_train.shape[1], np.float32)
@@ -223,13 +274,13 @@ def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
                                           ("expression", tr.expression, te.expression)):
             k = len(ctx.names[task])
             if name == "knn":
-                pred, info = _fit_knn(ctx, block.get("knn", {}), f_train, f_test, labels, k, train_rows, val_rows,
+                pred, info = _fit_knn(ctx, block.knn, f_train, f_test, labels, k, train_rows, val_rows,
                                       mean, std)
             else:
-                sub = block.get(name, {})
-                hidden = [int(h) for h in sub.get("hidden", [512, 512, 512])] if name == "mlp" else []
+                sub = block[name]
+                hidden = [int(h) for h in sub.hidden] if name == "mlp" else []
                 pred, info = _fit_network(ctx, sub, name, hidden, f_train, f_test, labels, k, train_rows,
-                                                val_rows, mean, std, f"{name} {task}")
+                                          val_rows, mean, std, f"{name} {task}")
             results[name][task] = TaskResult(np.asarray(test_labels, np.int64), ctx.names[task], pred,
                                              {"name": name, **info})
     per_attacker = {}
@@ -243,72 +294,3 @@ def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
                          results[best["expression"]]["expression"],
                          extras={"variant": variant, "best": best, "attackers": per_attacker})
     return [row]
-
-
-# ---------------------------------------------------------------------- settings and registration
-def _fit_problems(block: Any, where: str) -> list[str]:
-    if block is None:
-        return []
-    try:
-        FitSettings.from_config(block, where)
-    except (TypeError, ValueError) as err:
-        return [line.strip() for line in str(err).splitlines()[1:]] or [f"{where}: {err}"]
-    return []
-
-
-def config_problems(attack: Mapping[str, Any], scenarios: list[str] | set[str]) -> list[str]:
-    """Problems with the settings of the strong scenarios among `scenarios` (empty list: fine)."""
-    problems: list[str] = []
-    for name in ("attack_II_strong", "attack_III_strong", "linkability"):
-        if name in scenarios and attack.get(name) is None:
-            problems.append(f"attack.{name}: missing settings block (see conf/attack/{name}.yaml)")
-    if "attack_II_strong" in scenarios and attack.get("attack_II_strong") is not None:
-        block = attack["attack_II_strong"]
-        problems += _fit_problems(block, "attack.attack_II_strong")
-        aug = block.get("augment")
-        if aug not in (None, False):
-            unknown = sorted(set(dict(aug)) - set(AUGMENT_DEFAULTS))
-            if unknown:
-                problems.append(f"attack.attack_II_strong.augment: unknown key(s) {unknown}; "
-                                f"allowed: {', '.join(AUGMENT_DEFAULTS)}")
-        if not 0 <= float(block.get("dropout", 0.3)) < 1:
-            problems.append(f"attack.attack_II_strong.dropout={block.get('dropout')!r}: must be in [0, 1)")
-    if "attack_III_strong" in scenarios and attack.get("attack_III_strong") is not None:
-        block = attack["attack_III_strong"]
-        if block.get("variant", "mu") not in VARIANTS:
-            problems.append(f"attack.attack_III_strong.variant={block.get('variant')!r}: "
-                            f"allowed values are {', '.join(VARIANTS)}")
-        attackers = list(block.get("attackers", III_ATTACKERS))
-        if not attackers or any(a not in III_ATTACKERS for a in attackers):
-            problems.append(f"attack.attack_III_strong.attackers={attackers}: allowed values are "
-                            f"{', '.join(III_ATTACKERS)} (at least one)")
-        if not 0 <= float(block.get("val_fraction", 0.1)) < 1:
-            problems.append(f"attack.attack_III_strong.val_fraction={block.get('val_fraction')!r}: must be in [0, 1)")
-        for name in ("mlp", "logreg"):
-            problems += _fit_problems(block.get(name), f"attack.attack_III_strong.{name}")
-        knn = block.get("knn") or {}
-        ks = list(knn.get("k", [1, 5, 15]))
-        if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
-            problems.append(f"attack.attack_III_strong.knn.k={ks}: must be a list of integers >= 1")
-        if knn.get("metric", "cosine") not in KNN_METRICS:
-            problems.append(f"attack.attack_III_strong.knn.metric={knn.get('metric')!r}: "
-                            f"allowed values are {', '.join(KNN_METRICS)}")
-    if "linkability" in scenarios and attack.get("linkability") is not None:
-        problems += linkability.config_problems(attack["linkability"])
-    return problems
-
-
-def prepare(ctx: AttackContext, wanted: set[str]) -> set[str]:
-    """Check the strong scenarios' settings (ValueError naming every bad key); return the scenarios they
-    need in addition (linkability reads the network of `attack.linkability.features_from`)."""
-    problems = config_problems(ctx.cfg, wanted)
-    if problems:
-        raise ValueError("invalid attack config:\n  " + "\n  ".join(problems))
-    if "linkability" in wanted:
-        return {str(ctx.settings("linkability").get("features_from", "attack_II"))}
-    return set()
-
-
-RUNNERS: dict[str, Callable[[AttackContext], list[Any]]] = {
-    "attack_II_strong": attack_II_strong, "attack_III_strong": attack_III_strong, "linkability": linkability.run,
-}

@@ -11,7 +11,6 @@ write their own entry (`table_entry()`, see `pprl.attacks.linkability`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,35 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pprl.figures import save_png
 
-from .scenarios import TASKS, ScenarioResult, TaskResult
-
-Z95 = 1.959963984540054
-ROW_TITLES = {  # the paper's row names (Table 2)
-    "unconstrained": "Privacy Unconstrained",
-    "random_guess": "Random Guess",
-    "attack_I": "Attack Scenario I",
-    "attack_II": "Attack Scenario II",
-    "attack_III": "Attack Scenario III",
-    "attack_III_mu": "Attack Scenario III, f = μ",
-    "attack_III_sampled": "Attack Scenario III, f sampled",  # no "|" inside a Markdown cell
-    # beyond the paper (attack=strong, pprl.attacks.strong)
-    "attack_II_strong": "Attack II, strong (deeper CNN + augmentation)",
-    "attack_III_strong": "Attack III, strong (best of MLP / logistic / k-NN on f)",
-    "linkability_auc": "Linkability (ROC AUC; 0.5 = no link)",
-}
-
-
-def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion hits/n (95 % for the default z)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= hits <= n:
-        raise ValueError(f"wilson_interval: hits={hits} must be in [0, n={n}]")
-    p = hits / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from .registry import SCENARIOS, row_titles
+from .results import TASKS, ScenarioResult, TaskResult
+from .stats import wilson_interval
 
 
 def _task_interval(task: TaskResult) -> list[float]:
@@ -90,54 +63,28 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     if run_dir is not None:
         lines += [f"Run: `{run_dir}`", ""]
     lines += [f"| Scenario | Identification{col} | Expression Recognition{col} | n |", "|---|---|---|---|"]
+    titles = row_titles()
     for name, entry in table.items():
         if "auc" in entry and "identification" not in entry:  # linkability: a ROC AUC, not a CCR
             lo, hi = entry["auc_ci95"]
-            lines.append(f"| {ROW_TITLES.get(name, name)} | AUC {entry['auc']:.3f} [{lo:.3f}, {hi:.3f}] | – "
+            lines.append(f"| {titles.get(name, name)} | AUC {entry['auc']:.3f} [{lo:.3f}, {hi:.3f}] | – "
                          f"| {entry['n']} |")
             continue
         cells = []
         for task in TASKS:
             lo, hi = entry[f"{task}_ci95"]
             cells.append(_pct(entry[task]) if lo == hi else f"{_pct(entry[task])} [{100 * lo:.1f}, {100 * hi:.1f}]")
-        title = ROW_TITLES.get(name, name)
+        title = titles.get(name, name)
         lines.append(f"| {title} | {cells[0]} | {cells[1]} | {entry['n']} |")
     lines += ["", "- Brackets: 95 % Wilson interval over the n test decisions. Attacks I and II test all N_id "
               "protected versions G(I, c) of every test image (n = N_test x N_id)."]
-    rg = table.get("random_guess", {})
-    if rg.get("majority_identification") is not None and rg.get("majority_expression") is not None:
-        lines.append(f"- Majority-class rate (always the most frequent training label): identification "
-                     f"{_pct(rg['majority_identification'])}, expression {_pct(rg['majority_expression'])}.")
-    if "attack_III" in table and "variant" in table["attack_III"]:
-        lines.append(f"- Attack Scenario III reports the variant of f with the higher identification: "
-                     f"{'f = μ' if table['attack_III']['variant'] == 'mu' else 'f sampled from q(f|I)'}.")
-    lines += strong_notes(table)
+    for s in SCENARIOS.values():  # each scenario's own notes, for the rows present
+        if s.note is not None and s.main_row in table:
+            lines += s.note(table)
     timing = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in table.items()
                        if k not in ("attack_III_mu", "attack_III_sampled"))
     lines += [f"- Time per scenario (shared work counted in the first scenario that needs it): {timing}.", ""]
     return "\n".join(lines)
-
-
-def strong_notes(table: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown notes on the beyond-the-paper rows (attack=strong), if present."""
-    lines = []
-    if "attack_II_strong" in table:
-        lines.append("- Attack II, strong: a deeper CNN (8 3x3 convs) trained longer on the same protected "
-                     "training set as attack II, with random shifts, flips, rotations and colour jitter.")
-    s3 = table.get("attack_III_strong")
-    if s3 and "attackers" in s3:
-        each = ", ".join(f"{k} {_pct(v['identification'])}" for k, v in s3["attackers"].items())
-        f = "μ" if s3.get("variant", "mu") == "mu" else "a draw from q(f|I)"
-        lines.append(f"- Attack III, strong (f = {f}): per column the best attacker on the "
-                     f"test set ({s3['best']['identification']} / {s3['best']['expression']}); "
-                     f"identification of each: {each}.")
-    link = table.get("linkability_auc")
-    if link:
-        lines.append(f"- Linkability: ROC AUC of the cosine similarity of {link['features_from']}'s penultimate "
-                     f"features, {link['n_same']} same-person pairs (different source images and target codes) vs "
-                     f"{link['n_different']} different-person pairs matched on expression and target code; "
-                     "0.5 = no link; Hanley-McNeil 95 % interval.")
-    return lines
 
 
 def confusion_image(matrix: np.ndarray, names: list[str], title: str, cell: int | None = None) -> Image.Image:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
-
-from pprl.paths import config_dir
 
 
 def count_table(splits, faces) -> dict:
@@ -38,18 +35,24 @@ def render_text(splits, train: dict, test: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base=None, config_path=config_dir(), config_name="data")
-def main(cfg: DictConfig) -> None:
+def _cli(cfg: DictConfig) -> int:
     from pprl.data import load_faces
 
     splits = load_faces(cfg.dataset)
     train, test = count_table(splits, splits.train), count_table(splits, splits.test)
-    if cfg.get("output", "text") == "json":
+    if cfg.output == "json":
         out = dict(identities=splits.identities, expressions=splits.expressions, train=train, test=test,
                    skipped=splits.skipped)
         sys.stdout.write(json.dumps(out) + "\n")
     else:
         print(render_text(splits, train, test))
+    return 0
+
+
+def main() -> None:
+    from pprl.cli import run_hydra
+
+    run_hydra("data", _cli)
 
 
 if __name__ == "__main__":

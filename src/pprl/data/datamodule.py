@@ -17,10 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from . import ferg, folder, mug, synthetic
+from .registry import SOURCES, dataset_problems
 from .split import FaceSet, FaceSplits, make_splits
-
-SOURCES = {"synthetic": synthetic.load, "ferg": ferg.load, "mug": mug.load, "folder": folder.load}
 
 
 def images_to_tensor(images) -> torch.Tensor:
@@ -59,24 +57,18 @@ def _as_dict(cfg) -> dict:
 
 
 def load_faces(dataset_cfg) -> FaceSplits:
-    """Load (decode or read from cache) the configured source and split it (paper §5.1)."""
+    """Load (decode or read from cache) the configured source and split it (paper §5.1).
+
+    The config is checked first (`registry.dataset_problems`): a ValueError lists every bad key, one line each.
+    """
     cfg = _as_dict(dataset_cfg)
-    name = cfg.get("name", "synthetic")
-    if name not in SOURCES:
-        raise ValueError(f"dataset.name={name!r} is unknown; allowed: {sorted(SOURCES)}")
-    size = cfg.get("image_size", 64)
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 16:
-        raise ValueError(f"dataset.image_size must be a positive multiple of 16, got {size!r}")
-    frac = float(cfg.get("train_fraction", 0.85))
-    if not 0.0 < frac < 1.0:
-        raise ValueError(f"dataset.train_fraction must be in (0, 1), got {frac}")
-    if name != "synthetic" and not cfg.get("root"):
-        raise FileNotFoundError(f"dataset.root is not set; the {name!r} source reads images from a folder "
-                                f"(see conf/dataset/{name}.yaml for the layout expected)")
-    arrays, meta = SOURCES[name](cfg)
+    problems = dataset_problems(cfg)
+    if problems:
+        raise ValueError("invalid dataset config:\n  " + "\n  ".join(problems))
+    arrays, meta = SOURCES[cfg["name"]].load(cfg)
     return make_splits(arrays["images"], arrays["identity"], arrays["expression"], meta["identities"],
-                       meta["expressions"], train_fraction=frac, seed=int(cfg.get("seed", 0)),
-                       leave_out=cfg.get("leave_out") or [], skipped=meta["skipped"], image_size=size)
+                       meta["expressions"], train_fraction=float(cfg["train_fraction"]), seed=int(cfg["seed"]),
+                       leave_out=cfg.get("leave_out") or [], skipped=meta["skipped"], image_size=int(cfg["image_size"]))
 
 
 class TensorBatches(Dataset):

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .folder import Listing, check_labels, decode_listing, image_files
+from .registry import dataset_source
 
 CHARACTERS = ["aia", "bonnie", "jules", "malcolm", "mery", "ray"]
 EXPRESSIONS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
@@ -42,5 +43,7 @@ def list_ferg(root: Path) -> Listing:
     return lst
 
 
+@dataset_source("ferg", needs_root=True, layout=LAYOUT, labels=lambda cfg: (list(CHARACTERS), list(EXPRESSIONS)))
 def load(cfg: dict):
+    """(arrays, meta) of FERG-DB under `dataset.root`, decoded once into the cache."""
     return decode_listing("ferg", list_ferg(Path(os.path.expanduser(str(cfg["root"])))), cfg)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .cache import DECODE_VERSION, cached, file_signature
+from .registry import dataset_source
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 
@@ -98,12 +99,12 @@ def _decode_all(listing: Listing, size: int, strict: bool):
 
 def decode_listing(source: str, listing: Listing, cfg: dict) -> tuple[dict, dict]:
     """Decode (or load from cache) every listed file; warns about (or, strict, rejects) unreadable ones."""
-    size, strict = int(cfg["image_size"]), bool(cfg.get("strict", False))
+    size, strict = int(cfg["image_size"]), bool(cfg["strict"])
     root = listing.root.resolve()
     key = dict(source=source, root=str(root), image_size=size, version=DECODE_VERSION,
                identities=listing.identities, expressions=listing.expressions,
                labels=[listing.identity, listing.expression], files=file_signature(listing.files, listing.root))
-    arrays, meta = cached(source, key, lambda: _decode_all(listing, size, strict), bool(cfg.get("cache", True)))
+    arrays, meta = cached(source, key, lambda: _decode_all(listing, size, strict), bool(cfg["cache"]))
     for path in meta["skipped"]:
         if strict:
             raise ValueError(f"dataset.strict=true and {path} is unreadable")
@@ -123,8 +124,11 @@ def check_labels(listing: Listing, id_word="identity", expr_word="expression") -
             raise ValueError(f"dataset: {expr_word} {name!r} has no images under {listing.root}")
 
 
+LAYOUT = "<root>/<identity>/<expression>/*.{png,jpg,jpeg,bmp}"
+
+
 def list_folder(root: Path) -> Listing:
-    layout = "root/<identity>/<expression>/*.{png,jpg,jpeg,bmp}"
+    layout = LAYOUT
     if not root.is_dir():
         raise FileNotFoundError(f"dataset.root={str(root)!r} is not a directory; the folder source expects {layout}")
     id_dirs = subdirs(root)
@@ -143,6 +147,8 @@ def list_folder(root: Path) -> Listing:
     return lst
 
 
+@dataset_source("folder", needs_root=True, layout=LAYOUT)
 def load(cfg: dict):
+    """(arrays, meta) of a `<root>/<identity>/<expression>/` image tree, decoded once into the cache."""
     root = Path(os.path.expanduser(str(cfg["root"])))
     return decode_listing("folder", list_folder(root), cfg)

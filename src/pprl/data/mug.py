@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .folder import Listing, check_labels, decode_listing, image_files, subdirs
+from .registry import dataset_source
 
 EXPRESSIONS = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
 LAYOUT = "<root>/subjects3/<subject>/[<session>/]<expression>/<take>/<frame>.jpg"
@@ -70,7 +71,9 @@ def list_mug(root: Path, num_subjects: int = 8, trim: int = 20) -> Listing:
     return lst
 
 
+@dataset_source("mug", needs_root=True, layout=LAYOUT, labels=lambda cfg: (None, list(EXPRESSIONS)))
 def load(cfg: dict):
+    """(arrays, meta) of the MUG subjects chosen under `dataset.root`, decoded once into the cache."""
     root = Path(os.path.expanduser(str(cfg["root"])))
-    lst = list_mug(root, int(cfg.get("num_subjects", 8)), int(cfg.get("trim_frames", 20)))
+    lst = list_mug(root, int(cfg["num_subjects"]), int(cfg["trim_frames"]))
     return decode_listing("mug", lst, cfg)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .labels import resolve_label
+
 
 @dataclass
 class FaceSet:
@@ -47,19 +49,6 @@ class FaceSplits:
         return len(self.expressions)
 
 
-def _resolve(value, names: list[str], what: str, pair) -> int:
-    if isinstance(value, str) and value in names:
-        return names.index(value)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(names):
-        return int(value)
-    if isinstance(value, str) and value.isdigit() and int(value) < len(names):
-        return int(value)
-    raise ValueError(
-        f"dataset.leave_out: unknown {what} {value!r} in {list(pair)}; allowed names: {names} "
-        f"(or an index 0..{len(names) - 1})"
-    )
-
-
 def resolve_leave_out(leave_out, identities: list[str], expressions: list[str]) -> list[tuple[int, int]]:
     """[[identity, expression], …] (names or indices) -> sorted unique index pairs."""
     pairs = set()
@@ -67,7 +56,8 @@ def resolve_leave_out(leave_out, identities: list[str], expressions: list[str]) 
         pair = list(pair)
         if len(pair) != 2:
             raise ValueError(f"dataset.leave_out: each element must be [identity, expression], got {pair!r}")
-        pairs.add((_resolve(pair[0], identities, "identity", pair), _resolve(pair[1], expressions, "expression", pair)))
+        pairs.add((resolve_label(pair[0], identities, "dataset.leave_out", "identity", context=pair),
+                   resolve_label(pair[1], expressions, "dataset.leave_out", "expression", context=pair)))
     return sorted(pairs)
 
 

@@ -20,6 +20,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .registry import dataset_source
+
 #: Bump when the drawing changes, so stale caches are not reused.
 CODE_VERSION = 3
 
@@ -291,12 +293,15 @@ def montage(image_size: int = 32, num_identities: int = 6, seed: int = 0, index:
     return sheet.resize((sheet.width * zoom, sheet.height * zoom), Image.Resampling.NEAREST)
 
 
+@dataset_source("synthetic", needs_root=False, layout="(drawn, no files)",
+                labels=lambda cfg: (identity_names(cfg["num_identities"]) if isinstance(cfg["num_identities"], int)
+                                    and cfg["num_identities"] > 0 else None, list(EXPRESSIONS)))
 def load(cfg: dict):
     """(arrays, meta) for the `synthetic` source, built once into the cache."""
     from .cache import cached
 
-    n_id, per = int(cfg.get("num_identities", 6)), int(cfg.get("images_per_group", 120))
-    size, rseed = int(cfg["image_size"]), int(cfg.get("render_seed", 0))
+    n_id, per = int(cfg["num_identities"]), int(cfg["images_per_group"])
+    size, rseed = int(cfg["image_size"]), int(cfg["render_seed"])
     if n_id < 1 or per < 1:
         raise ValueError(f"dataset.num_identities and dataset.images_per_group must be >= 1, got {n_id}, {per}")
 
@@ -307,7 +312,7 @@ def load(cfg: dict):
 
     key = dict(source="synthetic", version=CODE_VERSION, num_identities=n_id, images_per_group=per,
                image_size=size, render_seed=rseed)
-    return cached("synthetic", key, build, bool(cfg.get("cache", True)))
+    return cached("synthetic", key, build, bool(cfg["cache"]))
 
 
 def write_tree(root, identities, images_per_group: int, image_size: int = 32, seed: int = 0,

@@ -1,0 +1,123 @@
+"""The shared state of one evaluation: the model, the data, the attack settings and the work several scenarios
+reuse (the unconstrained classifiers, the protected test and training sets, attack II's classifiers), each
+computed once, lazily, by the first scenario that needs it (its time is counted there).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pprl.data import FaceSplits
+
+from .classifiers import FitSettings, ImageClassifier, fit_classifier, predict, validation_split
+from .protect import ProtectedSet, model_device, protect
+from .results import TaskResult
+
+
+def derived_seed(seed: int, *names: str) -> int:
+    """A stable per-purpose seed, so each classifier is reproducible whichever scenarios run."""
+    return (int(seed) * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**31 - 1)
+
+
+class AttackContext:
+    """The model, the data and the attack config, plus the work shared between scenarios (computed lazily)."""
+
+    def __init__(self, model, splits: FaceSplits, attack_cfg: DictConfig | dict, seed: int,
+                 device: torch.device | str | None = None):
+        self.model = model
+        self.splits = splits
+        self.cfg = attack_cfg if isinstance(attack_cfg, DictConfig) else OmegaConf.create(attack_cfg)
+        self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else model_device(model)
+        self.batch_size = int(self.cfg.batch_size)
+        self.sample = bool(self.cfg.sample)
+        self.names = {"identification": list(splits.identities), "expression": list(splits.expressions)}
+        self._original: dict[str, Any] | None = None
+        self._protected_test: ProtectedSet | None = None
+        self._protected_train: ProtectedSet | None = None
+        self.keep_protected_train = False  # set by run_scenarios when attack_II_strong reuses attack II's set
+        self.shared: dict[str, Any] = {}  # trained attackers reused by later scenarios (e.g. by linkability)
+
+    # ------------------------------------------------------------------ shared work
+    def settings(self, scenario: str) -> DictConfig:
+        block = self.cfg.get(scenario)
+        if block is None:
+            raise ValueError(f"attack.{scenario}: missing settings block in the attack config "
+                             f"(see conf/attack/{scenario}.yaml)")
+        return block
+
+    def train_image_classifiers(self, scenario: str, images: np.ndarray, identity: np.ndarray,
+                                expression: np.ndarray, groups: np.ndarray,
+                                make_net: Callable[[int], torch.nn.Module] | None = None) -> dict[str, Any]:
+        """One D2-shaped identifier and one D3-shaped expression classifier, trained from scratch on `images`.
+
+        `make_net(num_classes)` builds another network instead (attack_II_strong).
+        """
+        block = self.settings(scenario)
+        fit = FitSettings.from_config(block, f"attack.{scenario}")
+        width = int(block.get("width") or self.model.hparams.width)
+        strata = identity * len(self.names["expression"]) + expression
+        train_rows, val_rows = validation_split(groups, strata, fit.val_fraction,
+                                                derived_seed(self.seed, scenario, "val"))
+        nets, reports = {}, {}
+        for task, labels in (("identification", identity), ("expression", expression)):
+            torch.manual_seed(derived_seed(self.seed, scenario, task, "init"))
+            net = (make_net(len(self.names[task])) if make_net is not None else
+                   ImageClassifier(self.splits.image_size, width, len(self.names[task]),
+                                   hidden=int(block.hidden)))
+            reports[task] = fit_classifier(net, images, labels, train_rows, val_rows, fit,
+                                           seed=derived_seed(self.seed, scenario, task, "fit"),
+                                           device=self.device, desc=f"{scenario} {task}")
+            nets[task] = net
+        return {"nets": nets, "reports": reports}
+
+    def original_classifiers(self) -> dict[str, Any]:
+        """The unconstrained classifiers (trained on original training images); reused by attack I."""
+        if self._original is None:
+            tr = self.splits.train
+            self._original = self.train_image_classifiers("unconstrained", tr.images, tr.identity, tr.expression,
+                                                          groups=np.arange(len(tr)))
+        return self._original
+
+    def protected_test(self) -> ProtectedSet:
+        """G(I_test, c) for every test image and code c (shared by attacks I and II)."""
+        if self._protected_test is None:
+            self._protected_test = protect(self.model, self.splits.test, self.batch_size, self.sample,
+                                           derived_seed(self.seed, "protect", "test"), desc="protect test")
+        return self._protected_test
+
+    def protected_train(self) -> ProtectedSet:
+        """G(I_train, c) for every training image and code c (attack II and attack_II_strong train on it)."""
+        if self._protected_train is None:
+            self._protected_train = protect(self.model, self.splits.train, self.batch_size, self.sample,
+                                            derived_seed(self.seed, "protect", "train"), desc="protect train")
+        return self._protected_train
+
+    def release_protected_train(self) -> None:
+        """Free the largest array of the evaluation (N_train * N_id images)."""
+        self._protected_train = None
+
+    def attack_II_classifiers(self) -> dict[str, Any]:
+        """Attack II's classifiers, trained on the protected training set (reused by linkability)."""
+        if "attack_II" not in self.shared:
+            prot = self.protected_train()
+            self.shared["attack_II"] = self.train_image_classifiers("attack_II", prot.images, prot.identity,
+                                                                    prot.expression, groups=prot.source)
+            if not self.keep_protected_train:
+                self.release_protected_train()
+        return self.shared["attack_II"]
+
+    def classify(self, classifiers: dict[str, Any], images: np.ndarray, identity: np.ndarray,
+                 expression: np.ndarray, desc: str) -> tuple[TaskResult, TaskResult]:
+        out = []
+        for task, target in (("identification", identity), ("expression", expression)):
+            pred = predict(classifiers["nets"][task], images, batch_size=max(self.batch_size, 64),
+                           device=self.device, desc=f"{desc} {task}")
+            out.append(TaskResult(np.asarray(target, np.int64), self.names[task], pred,
+                                  classifiers["reports"][task].as_dict()))
+        return out[0], out[1]

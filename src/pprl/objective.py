@@ -1,0 +1,71 @@
+"""One batch's loss terms, computed from the networks: what D minimises (minus eq. 5) and what G minimises (eq. 6).
+
+The LightningModule (`pprl.module.PPRLVGAN`) and the plain benchmark loop (`benchmarks/plain_loop.py`) both call
+`discriminator_terms` / `generator_terms` and weight the result with `pprl.losses.weighted_total`, so the two
+can never train different objectives. Terms are returned unweighted, by name (`pprl.losses.TERM_WEIGHTS`); an
+optional term is only computed when its weight is > 0.
+
+Random draws (the target codes c and the reparameterisation noise) come from `generator`, in a fixed order, so a
+batch's draws are a function of its seed alone (exact resume, identical loops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch.nn import functional as F
+
+from pprl import losses
+
+
+@dataclass
+class StepOutputs:
+    """What one step computed, for the caller's bookkeeping (accuracies, running statistics)."""
+
+    terms: dict[str, torch.Tensor]
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    target: torch.Tensor | None = None
+
+
+def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
+                        weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
+    """Minus eq. 5 on a real batch and its synthesized version G(I, c), c uniform; with `latent_identity`
+    weighted > 0 also the latent identity adversary's cross-entropy on standardised mu (trained with D).
+
+    `model` provides the networks and settings (a `PPRLVGAN`); G is run without gradients.
+    """
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        noisy = model.reparameterize(mu, logvar, generator)
+        fake = model.decode(noisy, model.one_hot(model.random_identity(x.shape[0], generator)))
+    real_logit, id_logits, expr_logits = model.discriminator(x)
+    fake_logit, _, _ = model.discriminator(fake)
+    terms = losses.discriminator_terms(real_logit, fake_logit, id_logits, identity, expr_logits, expression,
+                                       label_smoothing=model.loss_settings["label_smoothing"])
+    logits = {"real": real_logit, "fake": fake_logit, "identity": id_logits, "expression": expr_logits}
+    if weights["latent_identity"] > 0:
+        logits["latent_identity"] = model.latent_adversary(losses.standardize(mu))
+        terms["latent_identity"] = F.cross_entropy(logits["latent_identity"], identity)
+    return StepOutputs(terms, mu, logvar, logits)
+
+
+def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
+                    weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
+    """Eq. 6 on G(I, c) with a fresh uniform code c per sample; with their weights > 0 also the reconstruction
+    of I where c is I's own identity (`rec_reconstruction`) and the latent confusion (`g5_latent_confusion`)."""
+    target = model.random_identity(x.shape[0], generator)
+    mu, logvar = model.encode(x)
+    fake = model.decode(model.reparameterize(mu, logvar, generator), model.one_hot(target))
+    fake_logit, id_logits, expr_logits = model.discriminator(fake)
+    terms = losses.generator_terms(fake_logit, id_logits, target, expr_logits, expression, mu, logvar,
+                                   form=model.loss_settings["generator"])
+    if weights["rec_reconstruction"] > 0:
+        terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
+    if weights["g5_latent_confusion"] > 0:
+        terms["g5_latent_confusion"] = losses.confusion_loss(model.latent_adversary(losses.standardize(mu)))
+    logits = {"fake": fake_logit, "identity": id_logits, "expression": expr_logits}
+    return StepOutputs(terms, mu, logvar, logits, target)
