@@ -53,7 +53,7 @@ import torch
 
 from pprl.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
                           remove_stale_temps, write_png)
-from pprl.io import RunError, find_checkpoint, load_model
+from pprl.io import RunError, find_checkpoint, load_model, pick_device
 
 STATE_NAME = ".pprl_anonymize.json"
 PARTS_DIR = ".features_parts"
@@ -243,12 +243,6 @@ def _write_errors(out: Path, skipped: list[tuple[int, str, str]]) -> None:
 
 
 # ----------------------------------------------------------------------------- the run
-def pick_device(device: str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(str(device))
-
-
 def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
     """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw
     of the whole posterior; the returned (mu, logvar) are the released posterior (`PPRLVGAN.release`)."""

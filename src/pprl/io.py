@@ -16,6 +16,13 @@ class RunError(ValueError):
     """A run dir or checkpoint that cannot be used (missing, corrupt, from another model)."""
 
 
+def pick_device(name: str | None = "auto") -> torch.device:
+    """`auto` (or empty): cuda if available, else cpu; otherwise the named torch device (cpu, cuda, cuda:1, ...)."""
+    if not name or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))
+
+
 def find_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
     """`<run_dir>/checkpoints/last.ckpt`, or the path itself if it is a checkpoint file."""
     path = Path(run_dir_or_ckpt).expanduser()
