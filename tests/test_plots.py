@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import find_block
 from pprl import plots
-from pprl.figures import grid_pixels
+from pprl.figures import grid_image, grid_pixels, save_gif
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -160,3 +160,23 @@ def test_labelled_grid_is_pixel_exact_with_labels(tmp_path, scale, size, labels)
 def test_labelled_grid_short_labels_stay_horizontal():
     fig = plots.labelled_grid(np.zeros((1, 2, 32, 32, 3), np.uint8), 3, ["r"], ["I1", "I2"])
     assert all(t.get_rotation() == 0 for t in fig.axes[0].get_xticklabels())
+
+
+def test_grid_pixels_is_a_nearest_neighbour_upscale():
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 4, 3), dtype=np.uint8)
+    grid = grid_pixels(tiles, scale=3)
+    assert grid.shape == (3 * (2 * 6 + 1), 3 * (3 * 5 + 1), 3)
+    np.testing.assert_array_equal(grid[3:18, 3:15], tiles[0, 0].repeat(3, 0).repeat(3, 1))  # tile (0, 0)
+    assert (grid[:3] == 255).all() and (grid[18:21, :] == 255).all()  # white gaps, scaled too
+    np.testing.assert_array_equal(np.asarray(grid_image(tiles, scale=3)), grid)  # the callback's plain grid
+
+
+def test_save_gif_pads_frames_to_one_size(tmp_path):
+    frames = [np.full((10, 12, 3), 40, np.uint8), np.full((11, 9, 3), 200, np.uint8)]
+    path = save_gif(frames, tmp_path / "a.gif", duration_ms=50)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2 and gif.size == (12, 11)
+        gif.seek(1)
+        last = np.asarray(gif.convert("RGB"))
+    assert (last[:11, :9] == 200).all() and (last[:, 9:] == 255).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.gif"]

@@ -48,13 +48,19 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
 
 
 def save_gif(frames: Sequence[np.ndarray | Image.Image], path: str | os.PathLike, duration_ms: int = 150) -> Path:
-    """An animated GIF (looping forever) of uint8 (H, W, 3) frames or PIL images, written atomically."""
+    """An animated GIF (looping forever) of uint8 (H, W, 3) frames or PIL images, written atomically; frames of
+    different sizes are padded with white at the right and bottom to the largest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [(f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f)[..., :3])).convert("RGB")
               for f in frames]
-    images = [im.convert("P", palette=Image.ADAPTIVE) for im in images]
+    size = (max(im.width for im in images), max(im.height for im in images))
+    palettes = []
+    for im in images:
+        canvas = Image.new("RGB", size, (255, 255, 255))
+        canvas.paste(im, (0, 0))
+        palettes.append(canvas.convert("P", palette=Image.ADAPTIVE))
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(duration_ms),
-                       loop=0)
+        palettes[0].save(tmp, format="GIF", save_all=True, append_images=palettes[1:], duration=int(duration_ms),
+                         loop=0)
     return path

@@ -15,6 +15,7 @@ Figures are drawn under matplotlib's default style (plus `STYLE`), whatever the 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ TASK_COLOURS = {  # (task, scenario) -> colour; attack I lighter than attack II
 SCENARIO_LINESTYLES = {"attack_II": "-", "attack_I": "--"}
 GROUP_MARKERS = "osD^v<>ph*"
 MAX_LISTED_JOBS = 30
+
+# Type 42 PDFs subset their fonts with fontTools, which logs every table it prunes at INFO (Hydra's log level).
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def _style():
@@ -167,7 +171,8 @@ def pareto_figure(points: Sequence[ParetoPoint], random_guess: tuple[float, floa
                     markersize=7, linewidth=1.8, label="Pareto front", zorder=5)
         for p in points:
             ax.annotate(p.label, (p.identification, p.expression), xytext=(5, 5), textcoords="offset points",
-                        fontsize=8, color=FRONT_COLOUR if p.on_front else "0.25", zorder=6)
+                        fontsize=8, color=FRONT_COLOUR if p.on_front else "0.25", zorder=6,
+                        bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
         if points or random_guess is not None:
             ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
         _job_key(side, points, key_header, notes)
@@ -340,7 +345,7 @@ def labelled_grid(tiles: np.ndarray, scale: int, row_labels: Sequence[str] | Non
                          if row_labels else 0)
         title_w, title_h = _text_size(title, fontsize + 1, GRID_DPI) if title else (0, 0)
         left, top = math.ceil(left), math.ceil(margin + (title_h + gap if title else 0) + col_h)
-        width = max(left + grid_w + margin, math.ceil(title_w) + 2 * margin)
+        width = max(left + grid_w + margin, math.ceil(title_w) + 4 * margin)
         left += (width - (left + grid_w + margin)) // 2  # a title wider than the grid: centre the grid under it
         height = top + grid_h + margin
         fig = _new_figure(width / GRID_DPI, height / GRID_DPI, dpi=GRID_DPI, layout=None)
@@ -359,6 +364,8 @@ def labelled_grid(tiles: np.ndarray, scale: int, row_labels: Sequence[str] | Non
         ax.set_yticks([centre(k, h) for k in range(rows)] if row_labels else [])
         if row_labels:
             ax.set_yticklabels(row_labels, parse_math=False)
-        if title:
-            fig.text(0.5, 1 - margin / height, title, ha="center", va="top", fontsize=fontsize + 1, parse_math=False)
+        if title:  # centred over the images, as far as the figure allows
+            centre_x = min(max(left + grid_w / 2, title_w / 2 + 2 * margin), width - title_w / 2 - 2 * margin)
+            fig.text(centre_x / width, 1 - margin / height, title, ha="center", va="top", fontsize=fontsize + 1,
+                     parse_math=False)
     return fig
