@@ -71,6 +71,8 @@ def test_pareto_figure_marks_exactly_the_front():
     np.testing.assert_allclose(line_labelled(ax, "dominated").get_xydata(), [[0.45, 0.70]])
     np.testing.assert_allclose(line_labelled(ax, "random guess").get_xydata(), [[1 / 6, 1 / 7]])
     assert sorted(t.get_text() for t in ax.texts) == ["0", "1", "2", "3"]  # every job labelled
+    twins = [plots.ParetoPoint("4", 0.3, 0.6, True), plots.ParetoPoint("7", 0.3, 0.6, True)]
+    assert [t.get_text() for t in plots.pareto_figure(twins).axes[0].texts] == ["4, 7"]  # one label per spot
     # error bars: x intervals of jobs 0, 1, 2 and y intervals of jobs 0, 1
     segments = [seg for c in ax.collections for seg in c.get_segments()]
     assert len(segments) == 5

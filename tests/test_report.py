@@ -125,6 +125,9 @@ def test_sweep_curves_follow_each_swept_lambda(tmp_path):
         cfg = job / ".hydra" / "config.yaml"
         cfg.write_text(cfg.read_text().replace("g3: 0.29", f"g3: {g3}"))
     fake_job(root, 4, 2.4, failed={"type": "RuntimeError", "message": "boom"})
+    for job in root.iterdir():  # an override that every job shares neither splits the curves nor names them
+        with (job / ".hydra" / "overrides.yaml").open("a") as fh:
+            fh.write("- seed=3\n")
     keys, curves = sweep_curves(collect(root))
     assert keys == ["g2", "g3"]
     # per λ: 2 groups (the other λ's values) x 2 scenarios (attack II, attack I) x 2 tasks

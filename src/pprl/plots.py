@@ -36,7 +36,7 @@ from pprl.imageio import atomic_path
 STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
-    "pdf.fonttype": 42,  # TrueType fonts in the PDF: text stays text (searchable, editable) in a paper
+    "pdf.fonttype": 42,  # embedded TrueType (Type 42) fonts, not Type 3: what paper submission systems accept
     "savefig.facecolor": "white",
     "figure.facecolor": "white",
 }
@@ -51,6 +51,7 @@ TASK_COLOURS = {  # (task, scenario) -> colour; attack I lighter than attack II
 SCENARIO_LINESTYLES = {"attack_II": "-", "attack_I": "--"}
 GROUP_MARKERS = "osD^v<>ph*"
 MAX_LISTED_JOBS = 30
+MAX_LEGEND_CHARS = 60
 
 # Type 42 PDFs subset their fonts with fontTools, which logs every table it prunes at INFO (Hydra's log level).
 logging.getLogger("fontTools").setLevel(logging.WARNING)
@@ -62,6 +63,7 @@ def _style():
 
 
 def _new_figure(width_in: float, height_in: float, dpi: int = PLOT_DPI, layout: str | None = "constrained") -> Figure:
+    """A pyplot-free figure on an Agg canvas (constrained layout unless `layout=None`)."""
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)  # the raster canvas; PDF output switches canvas only while saving
     return fig
@@ -78,7 +80,7 @@ def figure_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save_figure(fig: Figure, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write `fig` as `<stem>.png` (at the figure's dpi) and `<stem>.pdf`, each atomically; returns both paths.
 
-    The PDF carries no creation date, so the same figure gives the same bytes.
+    The PDF carries no creation date: a figure built from the same data gives the same bytes.
     """
     png, pdf = figure_paths(path)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -169,9 +171,12 @@ def pareto_figure(points: Sequence[ParetoPoint], random_guess: tuple[float, floa
         if front:
             ax.plot([p.identification for p in front], [p.expression for p in front], "-o", color=FRONT_COLOUR,
                     markersize=7, linewidth=1.8, label="Pareto front", zorder=5)
-        for p in points:
-            ax.annotate(p.label, (p.identification, p.expression), xytext=(5, 5), textcoords="offset points",
-                        fontsize=8, color=FRONT_COLOUR if p.on_front else "0.25", zorder=6,
+        at: dict[tuple[float, float], list[ParetoPoint]] = {}
+        for p in points:  # jobs on the same spot share one label, "0, 2"
+            at.setdefault((p.identification, p.expression), []).append(p)
+        for xy, here in at.items():
+            ax.annotate(", ".join(p.label for p in here), xy, xytext=(5, 5), textcoords="offset points", fontsize=8,
+                        color=FRONT_COLOUR if any(p.on_front for p in here) else "0.25", zorder=6,
                         bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
         if points or random_guess is not None:
             ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
@@ -220,9 +225,8 @@ def _lambda_axis(ax, values: Sequence[float]) -> None:
     elif len(values) > 1:
         span = values[-1] - values[0]
         ax.set_xlim(values[0] - 0.08 * span, values[-1] + 0.08 * span)
-    ax.xaxis.set_major_locator(FixedLocator(values))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.set_xticks(values, [f"{v:g}" for v in values])  # a fixed locator: exactly the swept values
+    ax.xaxis.set_minor_locator(NullLocator())  # no log-scale minor ticks or labels between them
 
 
 def curves_figure(curves: Sequence[Curve], keys: Sequence[str],
@@ -239,7 +243,7 @@ def curves_figure(curves: Sequence[Curve], keys: Sequence[str],
     markers = {g: GROUP_MARKERS[k % len(GROUP_MARKERS)] for k, g in enumerate(groups)}
     with _style():
         fig = _new_figure(max(6.0, 4.6 * cols + 0.4), 3.6 * rows + 1.4)
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
         for ax, key in zip(axes, keys):
             mine = [c for c in curves if c.key == key]
             for c in mine:
@@ -273,6 +277,7 @@ def curves_figure(curves: Sequence[Curve], keys: Sequence[str],
 
 
 def _curve_legend(curves: Sequence[Curve], groups: Sequence[str], markers: dict, chance: bool) -> list[Line2D]:
+    """Legend entries: one line style per (scenario, task), the random-guess lines, one marker per job group."""
     handles = []
     for task, scenario in dict.fromkeys((c.task, c.scenario) for c in curves):
         handles.append(Line2D([], [], color=TASK_COLOURS.get((task, scenario), "black"),
@@ -282,7 +287,8 @@ def _curve_legend(curves: Sequence[Curve], groups: Sequence[str], markers: dict,
         handles += [Line2D([], [], color=TASK_COLOURS[(t, "attack_II")], linestyle=":", label=f"random guess, {t}")
                     for t in ("identification", "expression")]
     if len(groups) > 1:
-        handles += [Line2D([], [], color="0.3", linestyle="none", marker=markers[g], label=g) for g in groups]
+        handles += [Line2D([], [], color="0.3", linestyle="none", marker=markers[g],
+                           label=g if len(g) <= MAX_LEGEND_CHARS else g[:MAX_LEGEND_CHARS - 1] + "…") for g in groups]
     return handles
 
 
@@ -357,11 +363,14 @@ def labelled_grid(tiles: np.ndarray, scale: int, row_labels: Sequence[str] | Non
             spine.set_visible(False)
         ax.tick_params(length=0, labelsize=fontsize, pad=gap)
         ax.xaxis.tick_top()
-        centre = lambda k, size: scale * (1 + k * (size + 1) + size / 2) - 0.5  # noqa: E731
-        ax.set_xticks([centre(k, w) for k in range(cols)] if col_labels else [])
+
+        def tile_centre(k: int, size: int) -> float:  # in imshow coordinates: pixel i spans [i - 0.5, i + 0.5]
+            return scale * (1 + k * (size + 1) + size / 2) - 0.5
+
+        ax.set_xticks([tile_centre(k, w) for k in range(cols)] if col_labels else [])
         if col_labels:
             ax.set_xticklabels(col_labels, rotation=90 if vertical else 0, parse_math=False)
-        ax.set_yticks([centre(k, h) for k in range(rows)] if row_labels else [])
+        ax.set_yticks([tile_centre(k, h) for k in range(rows)] if row_labels else [])
         if row_labels:
             ax.set_yticklabels(row_labels, parse_math=False)
         if title:  # centred over the images, as far as the figure allows

@@ -296,17 +296,20 @@ def draw_pareto(jobs: Sequence[Job], path: Path) -> tuple[Path, Path]:
 
 
 def sweep_curves(jobs: Sequence[Job]) -> tuple[list[str], list[plots.Curve]]:
-    """(the numeric λ the sweep varies, their curves): for each such λ, the CCR of each task under attack II (and
-    attack I when present) against it, one curve per group of jobs sharing every other swept value."""
+    """(the numeric λ the evaluated jobs vary, their curves): for each such λ, the CCR of each task under attack II
+    (and attack I when present) against it, one curve per group of jobs sharing every other swept value (the other
+    λ and any other override that differs between jobs)."""
     evaluated = [j for j in jobs if j.status == "ok"]
-    varying = [k for k in _varying(jobs, _lambda_keys(jobs))
+    varying = [k for k in _varying(evaluated, _lambda_keys(evaluated))
                if all(isinstance(j.lambdas.get(k), (int, float)) for j in evaluated)]
+    shared = set.intersection(*(set(_other_overrides(j).split()) for j in evaluated)) if evaluated else set()
     curves = []
     for key in varying:
         groups: dict[str, list[Job]] = {}
-        for j in evaluated:  # one curve per set of other swept values (and other overrides)
-            others = _lambda_text(j, [k for k in varying if k != key])
-            groups.setdefault(", ".join(filter(None, [others, _other_overrides(j)])), []).append(j)
+        for j in evaluated:  # one curve per set of other swept values
+            others = [_lambda_text(j, [k for k in varying if k != key])]
+            others += [o for o in _other_overrides(j).split() if o not in shared]
+            groups.setdefault(", ".join(filter(None, others)), []).append(j)
         for group, members in groups.items():
             members = sorted(members, key=lambda j: float(j.lambdas[key]))
             for scenario in ("attack_II", "attack_I"):
