@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -87,3 +88,13 @@ def tiny_run(tmp_path_factory) -> Path:
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     train(cfg)
     return run_dir
+
+
+def find_block(image: np.ndarray, block: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) where `block` sits in `image` pixel for pixel, or None."""
+    bh, bw = block.shape[:2]
+    for y in range(image.shape[0] - bh + 1):
+        for x in np.flatnonzero((image[y, :image.shape[1] - bw + 1] == block[0, 0]).all(-1)):
+            if (image[y:y + bh, x:x + bw] == block).all():
+                return y, int(x)
+    return None

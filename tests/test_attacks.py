@@ -218,7 +218,29 @@ def test_write_table_files(leak_run, tmp_path):
     for name in ("unconstrained", "attack_I", "attack_II", "attack_III"):
         png = tmp_path / f"confusion_{name}_identification.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     assert not (tmp_path / "confusion_random_guess_identification.png").exists()
+    assert not (tmp_path / "confusion_random_guess_identification.pdf").exists()
+
+
+def test_confusion_figures_show_each_rows_counts(leak_run, tmp_path, monkeypatch):
+    from pprl.attacks import table as table_module
+
+    _, rows, _ = leak_run
+    drawn = {}
+
+    def capture(fig, path):  # keep the figures instead of writing them
+        drawn[os.path.basename(path)] = fig
+        return ()
+
+    monkeypatch.setattr(table_module, "save_figure", capture)
+    table_module.save_confusions(rows, tmp_path)
+    assert "confusion_random_guess_identification" not in drawn  # no predictions, no matrix
+    res = rows["attack_II"].identification
+    ax = drawn["confusion_attack_II_identification"].axes[0]
+    assert [t.get_text() for t in ax.texts] == [str(v) for v in res.confusion().ravel()]  # the counts, row by row
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(res.names)
+    assert f"n={res.n}" in ax.get_title() and "Attack Scenario II" in ax.get_title()
 
 
 # ---------------------------------------------------------------- the run-dir entry points
@@ -233,6 +255,7 @@ def test_evaluate_run_on_tiny_run(tiny_run):
     for name in ("unconstrained", "attack_I", "attack_II", "attack_III"):
         for task in ("identification", "expression"):
             assert (results / f"confusion_{name}_{task}.png").is_file()
+            assert (results / f"confusion_{name}_{task}.pdf").is_file()
 
 
 def test_evaluate_is_reproducible(tiny_run, tmp_path):

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import paper_lambdas
-from pprl.report import ReportError, collect, pareto_front, write_report
+from pprl.report import ReportError, collect, pareto_front, pareto_points, sweep_curves, write_report
 
 PAPER_LAMBDA = paper_lambdas()
 
@@ -102,24 +100,54 @@ def test_report_files(sweep, tmp_path):
     assert "attack_III_mu.identification" in table[0]  # extra scenarios are kept in the CSV
     assert "FloatingPointError" in table[4]["error"]
 
-    img = np.asarray(Image.open(paths["png"]).convert("RGB")).astype(int)
-    assert img.shape[0] > 300 and img.shape[1] > 400
-    red = (img[..., 0] > 180) & (img[..., 1] < 80) & (img[..., 2] < 80)
-    assert red.sum() > 200  # the front is drawn in red
+    assert paths["png"].name == "pareto.png" and paths["pdf"].name == "pareto.pdf"
+    assert paths["curves_png"].name == "curves.png" and paths["curves_pdf"].name == "curves.pdf"
+    for key in ("png", "curves_png"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for key in ("pdf", "curves_pdf"):
+        assert paths[key].read_bytes()[:4] == b"%PDF"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
 
 
-def test_pareto_png_marks_points_where_they_belong(tmp_path):
-    root = tmp_path / "sweep"
+def test_pareto_points_are_the_evaluated_jobs_with_their_front(sweep):
+    points = pareto_points(collect(sweep))
+    assert [p.label for p in points] == ["0", "1", "2", "3"]  # failed and killed jobs are not plotted
+    assert [p.on_front for p in points] == [True, True, False, True]
+    assert (points[1].identification, points[1].expression) == (0.40, 0.85)
+    assert points[1].identification_ci == pytest.approx((0.30, 0.50))
+    assert points[1].expression_ci == pytest.approx((0.75, 0.95))
+    assert [p.description for p in points] == ["g2=0.15", "g2=0.3", "g2=0.6", "g2=1.2"]  # the swept λ only
+
+
+def test_sweep_curves_follow_each_swept_lambda(tmp_path):
+    root = tmp_path / "grid"
+    for num, (g2, g3) in enumerate([(0.3, 0.1), (1.2, 0.1), (0.3, 0.4), (1.2, 0.4)]):
+        job = fake_job(root, num, g2, (0.5 - 0.1 * num, 0.9 - 0.1 * num))
+        cfg = job / ".hydra" / "config.yaml"
+        cfg.write_text(cfg.read_text().replace("g3: 0.29", f"g3: {g3}"))
+    fake_job(root, 4, 2.4, failed={"type": "RuntimeError", "message": "boom"})
+    for job in root.iterdir():  # an override that every job shares neither splits the curves nor names them
+        with (job / ".hydra" / "overrides.yaml").open("a") as fh:
+            fh.write("- seed=3\n")
+    keys, curves = sweep_curves(collect(root))
+    assert keys == ["g2", "g3"]
+    # per λ: 2 groups (the other λ's values) x 2 scenarios (attack II, attack I) x 2 tasks
+    assert len([c for c in curves if c.key == "g2"]) == 8 and len([c for c in curves if c.key == "g3"]) == 8
+    (curve,) = [c for c in curves if (c.key, c.task, c.scenario, c.group) == ("g2", "identification", "attack_II",
+                                                                               "g3=0.4")]
+    assert curve.x == [0.3, 1.2] and curve.y == pytest.approx([0.3, 0.2])  # jobs 2 and 3, in λ order
+    assert curve.lo == pytest.approx([0.2, 0.1]) and curve.hi == pytest.approx([0.4, 0.3])
+    paths = write_report(root)
+    assert paths["curves_png"].is_file() and paths["curves_pdf"].is_file()
+
+
+def test_no_curves_when_no_lambda_varies(tmp_path):
+    root = tmp_path / "one"
     fake_job(root, 0, 0.6, (0.2, 0.8))
-    path = write_report(root)["png"]
-    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    # plot area: x in [80, 760-210], y in [50, 560-70]; the single job is a red dot at (0.2, 0.8)
-    x, y = 80 + 0.2 * (760 - 80 - 210), 50 + (1 - 0.8) * (560 - 50 - 70)
-    patch = img[int(y) - 3:int(y) + 4, int(x) - 3:int(x) + 4]
-    assert ((patch[..., 0] > 180) & (patch[..., 1] < 80)).all()
-    # the random guess cross (1/6, 1/7) is black
-    gx, gy = 80 + (1 / 6) * 470, 50 + (1 - 1 / 7) * 440
-    assert (img[int(gy) - 1:int(gy) + 2, int(gx) - 1:int(gx) + 2].sum(-1) < 150).any()
+    paths = write_report(root)
+    assert sweep_curves(collect(root)) == ([], [])
+    assert "curves_png" not in paths and not (root / "curves.png").exists()
+    assert paths["png"].is_file() and paths["pdf"].is_file()
 
 
 def test_cli_and_bad_dirs(sweep, tmp_path):
@@ -127,7 +155,7 @@ def test_cli_and_bad_dirs(sweep, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| 3 | ok |" in done.stdout
-    assert (sweep / "report.md").is_file() and (sweep / "pareto.png").is_file()
+    assert (sweep / "report.md").is_file() and (sweep / "pareto.png").is_file() and (sweep / "pareto.pdf").is_file()
 
     empty = tmp_path / "empty"
     empty.mkdir()

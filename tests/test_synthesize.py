@@ -14,11 +14,12 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import compose_train
+from conftest import compose_train, find_block
 from pprl.apps import synthesize
-from pprl.apps.common import spearman
-from pprl.io import RunError
+from pprl.apps.scores import spearman
 from pprl.config import compose_config
+from pprl.data import load_faces
+from pprl.io import RunError, load_run_config
 
 FAST = ["logger=none", "reference.epochs=3", "task.scale=2"]
 
@@ -40,6 +41,9 @@ def read_outputs(run_dir: Path, task: str) -> dict:
     doc = json.loads((out / "scores.json").read_text())
     assert doc["task"] == task and doc["figures"]
     for name in doc["figures"]:
+        if name.endswith(".pdf"):  # every figure also as a vector PDF, beside its PNG
+            assert (out / name).read_bytes()[:4] == b"%PDF" and (out / name).with_suffix(".png").is_file()
+            continue
         with Image.open(out / name) as im:
             assert im.width > 16 and im.height > 16
     ref = doc["reference"]
@@ -54,9 +58,14 @@ def in_unit(x) -> bool:
 def test_identity_swap(run):
     scores = synthesize(compose_synth(run, "identity_swap", ["task.num_inputs=4"]))
     doc = read_outputs(run, "identity_swap")
-    assert doc["figures"] == ["identity_swap.png"] and len(doc["inputs"]["shown"]) == 4
+    assert doc["figures"] == ["identity_swap.png", "identity_swap.pdf"] and len(doc["inputs"]["shown"]) == 4
     with Image.open(run / "figures" / "identity_swap" / "identity_swap.png") as im:
         assert im.width > 2 * (1 + 3) * 16  # input + 3 identity columns at scale 2, plus labels
+        pixels = np.asarray(im.convert("RGB"))
+    first = int(doc["inputs"]["shown"][0].split("[")[1].split("]")[0])  # "test[12] ava/joy"
+    dataset = OmegaConf.to_container(load_run_config(run).dataset, resolve=True)
+    tile = load_faces({**dataset, "leave_out": []}).test.images[first].repeat(2, 0).repeat(2, 1)
+    assert find_block(pixels, tile) is not None  # the input, upscaled x2 by nearest neighbour, pixel for pixel
     for part in ("shown", "test"):
         s = scores[part]
         assert in_unit(s["target_identity_rate"]) and in_unit(s["expression_kept_rate"])
@@ -67,10 +76,10 @@ def test_identity_swap(run):
 
 def test_outputs_are_deterministic_for_a_seed(run):
     cfg = compose_synth(run, "sample", ["task.draws=3", "task.score_draws=16"])
-    png = run / "figures" / "sample" / "sample.png"
+    png, pdf = (run / "figures" / "sample" / f"sample.{ext}" for ext in ("png", "pdf"))
     first = synthesize(cfg)
-    a = png.read_bytes()
-    assert synthesize(cfg) == first and png.read_bytes() == a
+    a, a_pdf = png.read_bytes(), pdf.read_bytes()
+    assert synthesize(cfg) == first and png.read_bytes() == a and pdf.read_bytes() == a_pdf
     synthesize(compose_synth(run, "sample", ["task.draws=3", "task.score_draws=16", "seed=1"]))
     assert png.read_bytes() != a
 
@@ -88,7 +97,7 @@ def test_sample(run):
 def test_morph(run):
     scores = synthesize(compose_synth(run, "morph", ["task.steps=4", "task.pairs=2", "task.score_pairs=5"]))
     doc = read_outputs(run, "morph")
-    assert doc["figures"] == ["morph.png", "morph.gif"]
+    assert doc["figures"] == ["morph.png", "morph.pdf", "morph.gif"]
     with Image.open(run / "figures" / "morph" / "morph.gif") as gif:
         assert gif.is_animated and gif.n_frames <= 4 + 2  # forward and back (PIL merges identical frames)
     assert scores["shown"]["num_pairs"] == 2 and scores["test"]["num_pairs"] == 5
@@ -100,7 +109,8 @@ def test_morph(run):
 def test_complete(run):
     scores = synthesize(compose_synth(run, "complete", ["task.num_inputs=3"]))
     doc = read_outputs(run, "complete")
-    assert doc["figures"] == ["complete_eyes_nose.png", "complete_mouth.png"]
+    assert doc["figures"] == ["complete_eyes_nose.png", "complete_eyes_nose.pdf", "complete_mouth.png",
+                              "complete_mouth.pdf"]
     for mask in ("eyes_nose", "mouth"):
         s = scores[mask]
         assert 0.03 < s["mask_fraction"] < 0.1
@@ -142,7 +152,7 @@ def test_left_out_on_a_left_out_run(tmp_path):
     doc = read_outputs(run_dir, "left_out")
     (name, pair), = scores["pairs"].items()
     assert pair["left_out_in_training"] is True
-    assert doc["figures"] == [f"left_out_{name.replace('/', '_')}.png"]
+    assert doc["figures"] == [f"left_out_{name.replace('/', '_')}.{ext}" for ext in ("png", "pdf")]
     assert pair["num_sources"] == 2  # expression 0 by the two other subjects (one test image each)
     assert pair["num_real"] == 8  # every image of the left-out group
     for key in ("expression_acc", "identity_acc", "l1_nearest_real", "l1_nearest_real_source_baseline"):
@@ -164,7 +174,7 @@ def test_missing_image_is_named(run):
 
 
 def test_unknown_identity_is_named(run):
-    with pytest.raises(ValueError, match="'nobody'.*not in the model"):
+    with pytest.raises(ValueError, match="unknown identity 'nobody'; allowed: ava"):
         synthesize(compose_synth(run, "sample", ["task.identities=[nobody]"]))
 
 

@@ -53,6 +53,7 @@ import torch
 
 from pprl.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
                           remove_stale_temps, write_png)
+from pprl.data.labels import resolve_label
 from pprl.io import RunError, find_checkpoint, load_model, pick_device
 
 STATE_NAME = ".pprl_anonymize.json"
@@ -107,10 +108,11 @@ def resolve_target(target, identity_names: Sequence[str]) -> str | int:
     name = str(target)
     if name in ("random", "all"):
         return name
-    if name in identity_names:
-        return list(identity_names).index(name)
-    raise RunError(f"target={name!r} is not an identity of this model; use random, all or one of: "
-                   + ", ".join(identity_names))
+    try:
+        return resolve_label(name, identity_names, "target", "identity")
+    except ValueError:
+        raise RunError(f"target={name!r} is not an identity of this model; use random, all or one of: "
+                       + ", ".join(identity_names)) from None
 
 
 def output_names(files: Sequence[Path], target: str | int, identity_names: Sequence[str],

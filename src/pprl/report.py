@@ -8,8 +8,10 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 - `report.md`: one row per job: its λ values, its identification and expression CCR per scenario (%), whether it
   is on the Pareto front, and failed jobs with their error;
 - `report.csv`: the same, unrounded, with every λ and the test-set size n of each scenario;
-- `pareto.png`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
-  higher = more useful), the Pareto front highlighted, random guess marked.
+- `pareto.png` / `.pdf`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
+  higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
+- `curves.png` / `.pdf`: identification and expression CCR (attack II, and attack I) against each λ the sweep
+  varies, with 95 % intervals.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import OmegaConf
-from PIL import Image, ImageDraw, ImageFont
 
-from pprl.figures import save_png
+from pprl import plots
+from pprl.imageio import atomic_path
 
 SCENARIOS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
 TASKS = ("identification", "expression")
@@ -242,8 +244,7 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
     for s in scenarios:
         head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
     head.append("pareto")
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
         for j in jobs:
@@ -254,110 +255,103 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
                 row += [entry.get("identification", ""), entry.get("expression", ""), entry.get("n", "")]
             row.append(int(j.pareto))
             writer.writerow(row)
-    tmp.replace(path)
     return path
 
 
-# ----------------------------------------------------------------------------- the plot
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()
+# ----------------------------------------------------------------------------- the plots
+def _interval(entry: dict, key: str) -> tuple[float, float] | None:
+    ci = entry.get(key)
+    return (float(ci[0]), float(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
 
 
-def draw_pareto(jobs: Sequence[Job], path: Path) -> Path:
-    """pareto.png: attack II identification CCR (x) against expression CCR (y), front in red, random guess ✕."""
-    width, height = 760, 560
-    left, right, top, bottom = 80, 210, 50, 70
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    font, small = _font(15), _font(12)
-    pw, ph = width - left - right, height - top - bottom
+def _lambda_text(job: Job, keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={job.lambdas.get(k, '')}" for k in keys)
 
-    def xy(ident: float, expr: float) -> tuple[float, float]:
-        return left + ident * pw, top + (1 - expr) * ph
 
-    for k in range(11):  # grid and ticks every 0.1
-        x, y = left + k * pw / 10, top + k * ph / 10
-        draw.line([(x, top), (x, top + ph)], fill=(232, 232, 232))
-        draw.line([(left, y), (left + pw, y)], fill=(232, 232, 232))
-        draw.text((x, top + ph + 6), f"{k / 10:.1f}", fill="black", font=small, anchor="ma")
-        draw.text((left - 6, top + ph - k * ph / 10), f"{k / 10:.1f}", fill="black", font=small, anchor="rm")
-    draw.rectangle([left, top, left + pw, top + ph], outline="black")
-    draw.text((left + pw / 2, 14), "Privacy-utility of the sweep (attack II)", fill="black", font=font, anchor="ma")
-    draw.text((left + pw / 2, height - 30), "identification CCR (lower = more private)", fill="black",
-              font=font, anchor="ma")
-    ylabel = Image.new("RGB", (ph, 22), "white")
-    ImageDraw.Draw(ylabel).text((ph / 2, 2), "expression CCR (higher = more useful)", fill="black", font=font,
-                                anchor="ma")
-    img.paste(ylabel.rotate(90, expand=True), (12, top))
-
-    guess = _random_guess(jobs)
-    if guess:
-        gx, gy = xy(*guess)
-        draw.line([(gx, top), (gx, top + ph)], fill=(150, 150, 150), width=1)
-        draw.line([(left, gy), (left + pw, gy)], fill=(150, 150, 150), width=1)
-        draw.line([(gx - 7, gy - 7), (gx + 7, gy + 7)], fill="black", width=3)
-        draw.line([(gx - 7, gy + 7), (gx + 7, gy - 7)], fill="black", width=3)
-        draw.text((gx + 9, gy + 4), "random guess", fill="black", font=small)
-
-    plotted = _plotted(jobs)
-    front = sorted((j for j in plotted if j.pareto), key=lambda j: j.ccr(PARETO_SCENARIO, "identification"))
-    if len(front) > 1:
-        draw.line([xy(j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression"))
-                   for j in front], fill=(210, 40, 40), width=2)
-    for j in sorted(plotted, key=lambda j: j.pareto):
-        ident, expr = j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression")
-        x, y = xy(ident, expr)
-        entry = j.table[PARETO_SCENARIO]
-        ci_x, ci_y = entry.get("identification_ci95"), entry.get("expression_ci95")
-        color = (210, 40, 40) if j.pareto else (120, 120, 120)
-        if isinstance(ci_x, list) and len(ci_x) == 2:  # 95% intervals as thin whiskers
-            draw.line([xy(ci_x[0], expr), xy(ci_x[1], expr)], fill=color, width=1)
-        if isinstance(ci_y, list) and len(ci_y) == 2:
-            draw.line([xy(ident, ci_y[0]), xy(ident, ci_y[1])], fill=color, width=1)
-        r = 6
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=color if j.pareto else "white", outline=color, width=2)
-        draw.text((x + 8, y - 16), j.label, fill=color, font=small)
-
-    lx, ly = left + pw + 20, top + 10  # legend
-    draw.ellipse([lx, ly, lx + 12, ly + 12], fill=(210, 40, 40), outline=(210, 40, 40))
-    draw.text((lx + 20, ly - 1), "Pareto front", fill="black", font=small)
-    draw.ellipse([lx, ly + 24, lx + 12, ly + 36], fill="white", outline=(120, 120, 120), width=2)
-    draw.text((lx + 20, ly + 23), "dominated", fill="black", font=small)
-    draw.line([(lx, ly + 48), (lx + 12, ly + 60)], fill="black", width=3)
-    draw.line([(lx, ly + 60), (lx + 12, ly + 48)], fill="black", width=3)
-    draw.text((lx + 20, ly + 47), "random guess", fill="black", font=small)
-    draw.text((lx, ly + 76), "labels: job number", fill="black", font=small)
-    draw.text((lx, ly + 94), "whiskers: 95% CI", fill="black", font=small)
-    ly += 122
-    missing = len(jobs) - len(plotted)
-    if missing:
-        draw.text((lx, ly), f"{missing} job(s) failed or not\nevaluated: not shown", fill=(180, 0, 0), font=small)
-        ly += 44
+def pareto_points(jobs: Sequence[Job]) -> list[plots.ParetoPoint]:
+    """The evaluated jobs in the attack II privacy-utility plane, labelled by job number and described by their
+    swept λ values (or, when no λ varies, their other overrides)."""
     varying = _varying(jobs, _lambda_keys(jobs))
-    if varying and plotted:  # what each label stands for
-        draw.text((lx, ly), "job: " + ", ".join(varying), fill="black", font=small)  # no λ glyph in the font
-        for n, j in enumerate(plotted[:16]):
-            text = f"{j.label}: " + ", ".join(str(j.lambdas.get(k, "")) for k in varying)
-            draw.text((lx, ly + 18 * (n + 1)), text,
-                      fill=(210, 40, 40) if j.pareto else "black", font=small)
-    return save_png(img, path)
+    points = []
+    for j in _plotted(jobs):
+        entry = j.table[PARETO_SCENARIO]
+        points.append(plots.ParetoPoint(
+            label=j.label, identification=j.ccr(PARETO_SCENARIO, "identification"),
+            expression=j.ccr(PARETO_SCENARIO, "expression"), on_front=j.pareto,
+            identification_ci=_interval(entry, "identification_ci95"),
+            expression_ci=_interval(entry, "expression_ci95"),
+            description=_lambda_text(j, varying) if varying else _other_overrides(j)))
+    return points
+
+
+def draw_pareto(jobs: Sequence[Job], path: Path) -> tuple[Path, Path]:
+    """pareto.png / .pdf: attack II identification CCR (x) against expression CCR (y), Pareto front joined in red,
+    95 % intervals, random guess marked, each point labelled with its job number (explained beside the plot)."""
+    points = pareto_points(jobs)
+    missing = len(jobs) - len(points)
+    notes = [f"{missing} job(s) failed or not evaluated: not shown"] if missing else []
+    header = "job: λ values" if _varying(jobs, _lambda_keys(jobs)) else "job"
+    fig = plots.pareto_figure(points, _random_guess(jobs), LABELS[PARETO_SCENARIO], key_header=header, notes=notes)
+    return plots.save_figure(fig, path)
+
+
+def sweep_curves(jobs: Sequence[Job]) -> tuple[list[str], list[plots.Curve]]:
+    """(the numeric λ the evaluated jobs vary, their curves): for each such λ, the CCR of each task under attack II
+    (and attack I when present) against it, one curve per group of jobs sharing every other swept value (the other
+    λ and any other override that differs between jobs)."""
+    evaluated = [j for j in jobs if j.status == "ok"]
+    varying = [k for k in _varying(evaluated, _lambda_keys(evaluated))
+               if all(isinstance(j.lambdas.get(k), (int, float)) for j in evaluated)]
+    shared = set.intersection(*(set(_other_overrides(j).split()) for j in evaluated)) if evaluated else set()
+    curves = []
+    for key in varying:
+        groups: dict[str, list[Job]] = {}
+        for j in evaluated:  # one curve per set of other swept values
+            others = [_lambda_text(j, [k for k in varying if k != key])]
+            others += [o for o in _other_overrides(j).split() if o not in shared]
+            groups.setdefault(", ".join(filter(None, others)), []).append(j)
+        for group, members in groups.items():
+            members = sorted(members, key=lambda j: float(j.lambdas[key]))
+            for scenario in ("attack_II", "attack_I"):
+                for task in TASKS:
+                    have = [j for j in members if j.ccr(scenario, task) is not None]
+                    if not have:
+                        continue
+                    cis = [_interval(j.table[scenario], f"{task}_ci95") for j in have]
+                    curves.append(plots.Curve(key=key, task=task, scenario=scenario, group=group,
+                                              x=[float(j.lambdas[key]) for j in have],
+                                              y=[j.ccr(scenario, task) for j in have],
+                                              lo=[ci[0] if ci else None for ci in cis],
+                                              hi=[ci[1] if ci else None for ci in cis]))
+    return [k for k in varying if any(c.key == k for c in curves)], curves
+
+
+def draw_curves(jobs: Sequence[Job], path: Path) -> tuple[Path, Path] | None:
+    """curves.png / .pdf: CCR against each numeric λ the sweep varies (None when no λ varies or nothing was
+    evaluated)."""
+    keys, curves = sweep_curves(jobs)
+    if not keys:
+        return None
+    return plots.save_figure(plots.curves_figure(curves, keys, _random_guess(jobs)), path)
 
 
 # ----------------------------------------------------------------------------- entry point
 def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv and pareto.png for the sweep in `root` (into `out`, default `root`)."""
+    """Write report.md, report.csv, pareto.png/.pdf and (when a λ varies) curves.png/.pdf for the sweep in `root`
+    (into `out`, default `root`); returns their paths (keys md, csv, png, pdf, curves_png, curves_pdf)."""
     root = Path(root).expanduser().resolve()
     jobs = collect(root)
     out = Path(out).expanduser() if out else root
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(render_markdown(jobs, root))
-    tmp.replace(md)
-    return {"md": md, "csv": write_csv(jobs, out / "report.csv"), "png": draw_pareto(jobs, out / "pareto.png")}
+    with atomic_path(md) as tmp:
+        tmp.write_text(render_markdown(jobs, root))
+    paths = {"md": md, "csv": write_csv(jobs, out / "report.csv")}
+    paths["png"], paths["pdf"] = draw_pareto(jobs, out / "pareto")
+    curves = draw_curves(jobs, out / "curves")
+    if curves:
+        paths["curves_png"], paths["curves_pdf"] = curves
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:

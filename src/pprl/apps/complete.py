@@ -13,8 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import (Context, Inputs, accuracy, choose_inputs, decode, fill_unknown_identity, l1, labelled_grid,
-                     latents, save_figure, score_subset, test_inputs, tile_scale, write_scores)
+from pprl.plots import labelled_grid, save_figure
+
+from .context import Context, decode, latents, score_subset
+from .inputs import Inputs, choose_inputs, fill_unknown_identity, test_inputs
+from .scores import accuracy, l1, write_scores
 
 
 def mask_array(rects, size: int, name: str) -> np.ndarray:
@@ -88,10 +91,10 @@ def run(ctx: Context) -> tuple[list, dict]:
     for name, mask in masks.items():
         masked, completed = complete(ctx, shown, mask, f"{name}/shown")
         tiles = np.stack([shown.images, masked, completed], axis=1)
-        image = labelled_grid(tiles, tile_scale(ctx), [n.split(" ")[-1] for n in shown.names],
+        fig = labelled_grid(tiles, ctx.tile_scale, [n.split(" ")[-1] for n in shown.names],
                               ["original", "masked", "completed"],
                               f"Completion (Fig. 7), {name} mask ({100 * mask.mean():.1f} %)")
-        figures.append(save_figure(ctx, f"complete_{name}", image))
+        figures.extend(save_figure(fig, ctx.out_dir / f"complete_{name}"))
         scores[name] = mask_scores(ctx, test, mask, f"{name}/test")
     write_scores(ctx, scores, figures, {"shown": shown.names, "scored": f"{len(idx)} test images",
                                         "identity_code": how})

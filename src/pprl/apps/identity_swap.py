@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (Context, Inputs, accuracy, choose_inputs, decode, labelled_grid, latents, save_figure,
-                     score_subset, target_identities, test_inputs, tile_scale, write_scores)
+from pprl.plots import labelled_grid, save_figure
+
+from .context import Context, decode, latents, score_subset
+from .inputs import Inputs, choose_inputs, target_identities, test_inputs
+from .scores import accuracy, write_scores
 
 
 def swap(ctx: Context, images: np.ndarray, targets: list[int], salt: str) -> np.ndarray:
@@ -44,10 +47,10 @@ def run(ctx: Context) -> tuple[list, dict]:
     shown = choose_inputs(ctx, int(ctx.task.num_inputs))
     outputs = swap(ctx, shown.images, targets, "shown")
     tiles = np.concatenate([shown.images[:, None], outputs], axis=1)
-    image = labelled_grid(tiles, tile_scale(ctx), row_labels=[n.split(" ")[-1] for n in shown.names],
+    fig = labelled_grid(tiles, ctx.tile_scale, row_labels=[n.split(" ")[-1] for n in shown.names],
                           col_labels=["input"] + [f"c={ctx.identities[c]}" for c in targets],
                           title="Identity replacement (Fig. 3): input, then G(I, c) for each identity code c")
-    figures = [save_figure(ctx, "identity_swap", image)]
+    figures = list(save_figure(fig, ctx.out_dir / "identity_swap"))
 
     idx = score_subset(ctx, len(ctx.splits.test), "identity_swap")
     test = test_inputs(ctx, idx.tolist())

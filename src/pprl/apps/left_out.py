@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (Context, accuracy, choose_inputs, decode, file_inputs, l1, labelled_grid, latents,
-                     resolve_expression, resolve_identity, save_figure, score_subset, test_inputs, tile_scale,
-                     write_scores)
+from pprl.plots import labelled_grid, save_figure
+
+from .context import Context, decode, latents, score_subset
+from .inputs import choose_inputs, file_inputs, resolve_expression, resolve_identity, test_inputs
+from .scores import accuracy, l1, write_scores
 
 
 def pairs_to_synthesize(ctx: Context) -> list[tuple[int, int]]:
@@ -61,12 +63,12 @@ def synthesize_pair(ctx: Context, i: int, e: int, figures: list) -> dict:
     synth = decode(ctx, latents(ctx, shown.images, f"{name}/shown"), i)
     near, _ = nearest(synth, real)
     tiles = np.stack([shown.images, synth, real[near] if len(real) else np.zeros_like(synth)])
-    image = labelled_grid(tiles, tile_scale(ctx), col_labels=[n.split(" ")[-1] for n in shown.names],
+    fig = labelled_grid(tiles, ctx.tile_scale, col_labels=[n.split(" ")[-1] for n in shown.names],
                           row_labels=["source", f"G(I, {ctx.identities[i]})", "nearest real"],
                           title=f"Left-out expression (Fig. 5): {ctx.identities[i]} / {ctx.expressions[e]} "
                                 f"from other subjects' {ctx.expressions[e]}"
                                 + ("" if (i, e) in ctx.left_out else " (NOT left out in training)"))
-    figures.append(save_figure(ctx, f"left_out_{name}", image))
+    figures.extend(save_figure(fig, ctx.out_dir / f"left_out_{name}"))
 
     scored = shown if ctx.task.get("inputs") else test_inputs(ctx, pool[score_subset(ctx, len(pool), name)].tolist())
     synth = decode(ctx, latents(ctx, scored.images, f"{name}/scored"), i)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (Context, Inputs, decode, file_inputs, labelled_grid, latents, save_figure, save_gif,
-                     resolve_identity, spearman, test_inputs, tile_scale, write_scores)
+from pprl.figures import save_gif
+from pprl.plots import figure_pixels, labelled_grid, save_figure
+
+from .context import Context, decode, latents
+from .inputs import Inputs, file_inputs, resolve_identity, test_inputs
+from .scores import spearman, write_scores
 
 
 def random_pairs(ctx: Context, n: int, salt: str) -> list[int]:
@@ -102,11 +106,12 @@ def run(ctx: Context) -> tuple[list, dict]:
     rows = [f"{ctx.identities[i]}: {ctx.expressions[e1] if e1 >= 0 else '?'}->{ctx.expressions[e2]}"
             for i, e1, e2 in zip(starts.identity, starts.expression, ends.expression)]
     cols = ["I1"] + [f"a={a:.2f}" for a in np.linspace(0, 1, steps)] + ["I2"]
-    scale = tile_scale(ctx)
+    scale = ctx.tile_scale
     title = "Expression morphing (Fig. 6, eq. 7): Dec((1-a) f(I1) + a f(I2), c_i)"
-    figures = [save_figure(ctx, "morph", labelled_grid(tiles, scale, rows, cols, title))]
-    gif_frames = [labelled_grid(np.stack([starts.images, frames[:, k], ends.images], axis=1), scale, rows,
-                                ["I1", "morph", "I2"], f"a = {a:.2f}") for k, a in enumerate(np.linspace(0, 1, steps))]
+    figures = list(save_figure(labelled_grid(tiles, scale, rows, cols, title), ctx.out_dir / "morph"))
+    gif_frames = [figure_pixels(labelled_grid(np.stack([starts.images, frames[:, k], ends.images], axis=1), scale,
+                                              rows, ["I1", "morph", "I2"], f"a = {a:.2f}"))
+                  for k, a in enumerate(np.linspace(0, 1, steps))]
     gif_frames += gif_frames[-2:0:-1]  # back again, so the loop is smooth
     figures.append(save_gif(gif_frames, ctx.out_dir / "morph.gif", int(ctx.task.gif_ms)))
 

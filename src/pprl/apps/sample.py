@@ -10,8 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import Context, accuracy, decode, entropy, labelled_grid, save_figure, target_identities, tile_scale, \
-    write_scores
+from pprl.plots import labelled_grid, save_figure
+
+from .context import Context, decode
+from .inputs import target_identities
+from .scores import accuracy, entropy, write_scores
 
 
 def prior_draws(ctx: Context, n: int, salt: str) -> torch.Tensor:
@@ -27,10 +30,10 @@ def run(ctx: Context) -> tuple[list, dict]:
         raise ValueError(f"task.draws / task.score_draws must be >= 1, got {draws} / {ctx.task.score_draws}")
     f = prior_draws(ctx, draws, "figure")
     tiles = np.stack([decode(ctx, f, c) for c in targets], axis=1)
-    image = labelled_grid(tiles, tile_scale(ctx), row_labels=[f"f{k + 1}" for k in range(draws)],
+    fig = labelled_grid(tiles, ctx.tile_scale, row_labels=[f"f{k + 1}" for k in range(draws)],
                           col_labels=[f"c={ctx.identities[c]}" for c in targets],
                           title="Synthesis without input (Fig. 4): f ~ N(0, I) per row, identity code per column")
-    figures = [save_figure(ctx, "sample", image)]
+    figures = list(save_figure(fig, ctx.out_dir / "sample"))
 
     n = int(ctx.task.score_draws)
     f = prior_draws(ctx, n, "score")

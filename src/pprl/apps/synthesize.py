@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import complete, identity_swap, left_out, morph, sample
-from .common import load_context
+from .context import load_context
 
 log = logging.getLogger("pprl.synthesize")
 

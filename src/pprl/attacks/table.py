@@ -14,10 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
-from pprl.figures import save_png
+from pprl.plots import confusion_figure, save_figure
 
 from .registry import SCENARIOS, row_titles
 from .results import TASKS, ScenarioResult, TaskResult
@@ -87,40 +84,10 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     return "\n".join(lines)
 
 
-def confusion_image(matrix: np.ndarray, names: list[str], title: str, cell: int | None = None) -> Image.Image:
-    """A confusion matrix as a PIL image: rows = true class, columns = predicted class, shade = row fraction."""
-    k = len(matrix)
-    cell = cell or max(18, min(44, 640 // max(k, 1)))
-    font = ImageFont.load_default()
-    labels = [f"{i}: {n[:14]}" for i, n in enumerate(names)]
-    left = 12 + 7 * max(len(s) for s in labels)
-    top, bottom = 44, 18
-    img = Image.new("RGB", (left + k * cell + 12, top + k * cell + bottom), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((6, 4), title, fill="black", font=font)
-    draw.text((left, 22), "predicted ->", fill="black", font=font)
-    draw.text((6, 22), "true (rows)", fill="black", font=font)
-    rows = matrix.sum(1, keepdims=True).clip(min=1)
-    frac = matrix / rows
-    for i in range(k):
-        y = top + i * cell
-        draw.text((6, y + cell // 2 - 5), labels[i], fill="black", font=font)
-        for j in range(k):
-            x = left + j * cell
-            shade = int(round(255 * (1 - frac[i, j])))
-            colour = (shade, shade, 255) if i != j else (shade, 255 - (255 - shade) * 45 // 100, shade)
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(200, 200, 200))
-            if cell >= 22:
-                draw.text((x + 2, y + cell // 2 - 5), str(int(matrix[i, j])),
-                          fill="white" if frac[i, j] > 0.6 else "black", font=font)
-    for j in range(k):
-        draw.text((left + j * cell + cell // 2 - 3, top + k * cell + 3), str(j), fill="black", font=font)
-    return img
-
-
 def save_confusions(rows: dict[str, ScenarioResult], out_dir: Path) -> list[Path]:
-    """`confusion_<scenario>_<task>.png` for every row with predictions."""
-    paths = []
+    """`confusion_<scenario>_<task>.png` and `.pdf` for every row with predictions; returns the files written."""
+    paths: list[Path] = []
+    titles = row_titles()
     for name, res in rows.items():
         if not isinstance(res, ScenarioResult):
             continue
@@ -129,8 +96,8 @@ def save_confusions(rows: dict[str, ScenarioResult], out_dir: Path) -> list[Path
             matrix = tr.confusion()
             if matrix is None:
                 continue
-            title = f"{name} {task}: CCR {_pct(tr.accuracy)} (n={tr.n})"
-            paths.append(save_png(confusion_image(matrix, tr.names, title), out_dir / f"confusion_{name}_{task}.png"))
+            title = f"{titles.get(name, name)}: {task}\nCCR {_pct(tr.accuracy)} (n={tr.n})"
+            paths += save_figure(confusion_figure(matrix, tr.names, title), out_dir / f"confusion_{name}_{task}")
     return paths
 
 

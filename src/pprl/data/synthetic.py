@@ -283,16 +283,6 @@ def render_set(num_identities: int, images_per_group: int, image_size: int, seed
     return images, ident, expr
 
 
-def montage(image_size: int = 32, num_identities: int = 6, seed: int = 0, index: int = 0, zoom: int = 4) -> Image.Image:
-    """Preview: one row per identity, one column per expression, upscaled ×`zoom` (nearest)."""
-    sheet = Image.new("RGB", (len(EXPRESSIONS) * image_size, num_identities * image_size))
-    for i in range(num_identities):
-        for j in range(len(EXPRESSIONS)):
-            tile = Image.fromarray(render_face(i, j, index, image_size, seed))
-            sheet.paste(tile, (j * image_size, i * image_size))
-    return sheet.resize((sheet.width * zoom, sheet.height * zoom), Image.Resampling.NEAREST)
-
-
 @dataset_source("synthetic", needs_root=False, layout="(drawn, no files)",
                 labels=lambda cfg: (identity_names(cfg["num_identities"]) if isinstance(cfg["num_identities"], int)
                                     and cfg["num_identities"] > 0 else None, list(EXPRESSIONS)))
