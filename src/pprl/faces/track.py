@@ -32,7 +32,7 @@ class Tracker:
 
     def update(self, frame: int, faces: list[Face]) -> list[tuple[int, Face, bool]]:
         """(track id, face, held) for every face of `frame` and every held track (held=True: not detected)."""
-        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_gap + 1]
+        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_gap]
         pairs = []
         for ti, t in enumerate(self.tracks):
             mid, scale = t.face.landmarks[:2].mean(0), max(t.face.eye_distance, 1.0)
