@@ -168,17 +168,17 @@ class Preparer:
     def source(self, path: Path, seq_index: int) -> tuple[list, list]:
         from pprl.faces.media import is_video, keep_frame, read_frames, read_photo
 
+        if not (is_video(path) or path.suffix.lower() in IMAGE_EXTS):
+            return [], [[str(path), "", "not an image or video file (by its extension)"]]
         labels = self.labeller(path)
         if isinstance(labels, str):
             return [], [[str(path), "", labels]]
-        suffix = path.suffix.lower()
-        if not (is_video(path) or suffix in IMAGE_EXTS):
-            return [], [[str(path), "", "not an image or video file (by its extension)"]]
         name = _safe("_".join(path.relative_to(self.root).with_suffix("").parts))
         try:
             if not is_video(path):
-                if self.s.sequence_fps and not keep_frame(seq_index, float(self.s.sequence_fps), self.s.fps):
-                    return [], []  # subsampled sequence frame: not an error, not a crop
+                if seq_index >= 0 and self.s.sequence_fps and not keep_frame(seq_index, float(self.s.sequence_fps),
+                                                                              self.s.fps):
+                    return [], []  # a sequence frame left out by fps: not an error, not a crop
                 return self.crop(read_photo(path), path, 0, labels, name)
             faces, skipped = [], []
             for i, frame in read_frames(path, self.s.fps):
@@ -187,6 +187,25 @@ class Preparer:
             return faces, skipped
         except BadImage as exc:
             return [], [[str(path), "", str(exc)]]
+
+
+def sequence_positions(files: list[Path], min_frames: int = 3) -> list[int]:
+    """Frame index of each file in its image sequence, -1 for files that are not frames of one. A sequence is
+    `min_frames` or more images in one folder whose names differ only in their numbers (img_0001.jpg, ...)."""
+    keys = [(p.parent, re.sub(r"\d+", "#", p.stem), p.suffix.lower()) if p.suffix.lower() in IMAGE_EXTS else None
+            for p in files]
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    seen: dict = {}
+    out = []
+    for k in keys:
+        if k is None or counts[k] < min_frames:
+            out.append(-1)
+        else:
+            seen[k] = seen.get(k, -1) + 1
+            out.append(seen[k])
+    return out
 
 
 def _write_csv(path: Path, header: list[str], rows: list) -> None:
@@ -222,12 +241,11 @@ def prepare(input, output, settings: Settings | None = None, progress: bool = Tr
     else:
         with atomic_path(out / STATE) as tmp:
             tmp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    t0, done, seq = time.perf_counter(), 0, {}
+    t0, done, positions = time.perf_counter(), 0, sequence_positions(files)
     bar = tqdm(files, unit="file", desc="prepare", disable=not progress, file=sys.stderr)
-    for path in bar:
+    for path, index in zip(bar, positions):
         part = out / PARTS / (hashlib.sha1(str(path.relative_to(root)).encode("utf-8", "surrogateescape"))
                               .hexdigest() + ".json")
-        index = seq[path.parent] = seq.get(path.parent, -1) + 1  # position in its folder (image sequences)
         if part.is_file():
             done += 1
             continue
