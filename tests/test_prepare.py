@@ -42,11 +42,12 @@ def raw(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("raw")
     a = skdata.astronaut()[:300]
     eyes = ASTRONAUT_EYES.mean(0)
-    for rel, img in {"eileen/happy/upright.png": place(a, around(0, 0.7, eyes, (320, 200))),
-                     "eileen/happy/rotated.jpg": place(a, around(-28, 0.7, eyes, (300, 220))),
-                     "eileen/sad/two.png": np.hstack([a, a[:, ::-1]]),
-                     "eileen/sad/tiny.png": place(a, around(0, 0.5, eyes, (320, 240))),
-                     "cat/neutral/chelsea.png": skdata.chelsea()}.items():
+    small = (320, 240)
+    for rel, img in {"eileen/happy/upright.png": place(a, around(0, 0.7, eyes, (160, 90)), small),
+                     "eileen/happy/rotated.jpg": place(a, around(-28, 0.7, eyes, (160, 100)), small),
+                     "eileen/sad/two.png": np.asarray(Image.fromarray(np.hstack([a, a[:, ::-1]])).resize((512, 150))),
+                     "eileen/sad/tiny.png": place(a, around(0, 0.5, eyes, (160, 120)), small),
+                     "cat/neutral/chelsea.png": skdata.chelsea()[::2, ::2]}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(root / rel, quality=95)
     with VideoWriter(root / "eileen/happy/clip.mkv", 320, 240, Fraction(10), "ffv1") as w:
@@ -55,10 +56,11 @@ def raw(tmp_path_factory) -> Path:
     seq = root / "eileen/sad/take1"
     seq.mkdir()
     for k in range(4):
-        Image.fromarray(place(a, around(2 * k, 0.75, eyes, (320, 200)))).save(seq / f"img_{k:04d}.jpg", quality=95)
+        Image.fromarray(place(a, around(2 * k, 0.75, eyes, (160, 90)), small)).save(seq / f"img_{k:04d}.jpg",
+                                                                                     quality=95)
     (root / "eileen/sad/broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     (root / "eileen/notes.txt").write_text("a note")
-    Image.fromarray(a).save(root / "loose.png")  # no identity/expression folders
+    Image.fromarray(place(a, around(0, 0.7, eyes, (160, 90)), small)).save(root / "loose.png")  # no label folders
     return root
 
 
