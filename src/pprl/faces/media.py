@@ -105,6 +105,7 @@ def keep_frame(index: int, source_fps: float, fps: float | None) -> bool:
 def read_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, uint8 RGB frame) for every frame (or those kept by `fps`); BadImage on broken data."""
     container, stream = _open(Path(path))
+    stream.thread_type = "AUTO"  # frame/slice threads in the decoder
     source_fps = float(stream.average_rate or stream.guessed_rate or 25)
     index = 0
     with container:
