@@ -272,9 +272,21 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
               target: str = "random", *, keep_names: bool = False, manifest: bool = False,
               features: bool = False, sample: bool = False, batch_size: int = 64, seed: int = 0,
               device: str = "auto", num_workers: int = 2, min_side: int = MIN_SIDE,
-              max_pixels: int = MAX_PIXELS, progress: bool = True) -> Summary:
-    """Write the protected image(s) of every input into `output` (see the module docstring); returns a Summary."""
+              max_pixels: int = MAX_PIXELS, progress: bool = True, faces: str = "crop", detect=None) -> Summary:
+    """Write the protected image(s) of every input into `output` (see the module docstring); returns a Summary.
+
+    faces=detect finds, aligns, protects and pastes back every face of real photos and videos instead
+    (`pprl.faces.pipeline`, the `faces` extra; `detect` holds its settings)."""
     from tqdm import tqdm
+
+    if str(faces) == "detect":
+        from pprl.faces.pipeline import anonymize_detect
+
+        return anonymize_detect(run_dir, input, output, target, keep_names=keep_names, sample=sample, seed=seed,
+                                device=device, min_side=min_side, max_pixels=max_pixels, progress=progress,
+                                detect=detect, features=features, manifest=manifest)
+    if str(faces) != "crop":
+        raise RunError(f"faces={faces!r}: use crop (pre-cropped faces) or detect (find faces in photos and videos)")
 
     from pprl.data import images_to_tensor
 
@@ -388,11 +400,16 @@ def _cli(cfg) -> int:
                             manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
                             batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
                             num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
-                            max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress))
+                            max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress),
+                            faces=str(cfg.get("faces", "crop")), detect=cfg.get("detect"))
     except RunError as exc:
         print(f"pprl.anonymize: error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary.lines()))
+    if str(cfg.get("faces", "crop")) == "detect":
+        from pprl.faces.pipeline import report_lines
+
+        print("\n".join(report_lines(summary.output)))
     return 0
 
 

@@ -1,0 +1,174 @@
+"""Face detection and landmarks: dlib's HOG detector and shape predictors (the `faces` extra).
+
+Weights ship inside installed packages (`face_recognition_models`), nothing is downloaded. The detector works on
+a resampled copy of the image so that faces of `min_size` px and more are found (dlib's HOG window is 80 px),
+capped at `max_work_pixels` so huge photos stay fast; `rotations` lists the in-plane angles tried (degrees,
+0 = upright); detections of one face at several angles are merged, the best score kept.
+
+Each `Face` carries the 3 template landmarks of `pprl.faces.align` (image-left eye centre, image-right eye
+centre, nose base) in the input image's pixel coordinates, from dlib's 5-point model (eye corners and nose
+base; licence: free for any use) or its 68-point model (`landmarks=68`; trained on iBUG 300-W, whose licence
+excludes commercial use).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from . import EXTRA_HINT, MissingExtra, require
+from .align import apply, invert
+
+HOG_WINDOW = 80  # px: the smallest face dlib's frontal HOG detector finds at scale 1
+MODEL_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat",
+               "recognition": "dlib_face_recognition_resnet_model_v1.dat"}
+
+
+def model_path(key) -> Path:
+    """Path of a dlib model shipped by the `face_recognition_models` package (found without importing it)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtra(f"face landmarks need the optional extra (face_recognition_models is missing): {EXTRA_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILES[key]
+    if not path.is_file():
+        raise MissingExtra(f"{path} is missing: reinstall the optional extra: {EXTRA_HINT}")
+    return path
+
+
+def template_landmarks(points: np.ndarray) -> np.ndarray:
+    """(3, 2) template landmarks from dlib's 5 or 68 points: image-left eye, image-right eye, nose base."""
+    p = np.asarray(points, np.float64)
+    if len(p) == 5:  # 0, 1: corners of the image-right eye; 2, 3: of the image-left eye; 4: nose base
+        return np.stack([p[2:4].mean(0), p[0:2].mean(0), p[4]])
+    if len(p) == 68:  # 36-41 image-left eye, 42-47 image-right eye, 33 nose base
+        return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[33]])
+    raise ValueError(f"expected 5 or 68 landmarks, got {len(p)}")
+
+
+@dataclass
+class Face:
+    """One detected face, in the input image's pixel coordinates."""
+
+    box: np.ndarray  # (4,) x0, y0, x1, y1 (axis-aligned bounds of the detector's box)
+    score: float  # detector confidence (dlib HOG: > 0; about 1 and more for clear frontal faces)
+    landmarks: np.ndarray  # (3, 2) template landmarks: image-left eye, image-right eye, nose base
+    points: np.ndarray = field(repr=False, default=None)  # all landmarks of the shape predictor (5 or 68)
+    rotation: float = 0.0  # the in-plane angle (degrees) at which it was found
+
+    @property
+    def eye_distance(self) -> float:
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+    @property
+    def size(self) -> float:
+        """The face's size in px (the longer side of the detector's box)."""
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    @property
+    def roll(self) -> float:
+        """In-plane rotation of the eye line (degrees, positive = clockwise in the image)."""
+        d = self.landmarks[1] - self.landmarks[0]
+        return float(np.degrees(np.arctan2(d[1], d[0])))
+
+
+def _rotation(angle: float, w: int, h: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """M (image -> rotated, expanded canvas) for a rotation by `angle` degrees (counter-clockwise), new size."""
+    t = np.radians(angle)
+    c, s = np.cos(t), np.sin(t)
+    rot = np.array([[c, s], [-s, c]])  # counter-clockwise on screen (y points down)
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64) @ rot.T
+    lo, hi = corners.min(0), corners.max(0)
+    nw, nh = int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1
+    return np.hstack([rot, -lo[:, None]]), (nw, nh)
+
+
+class FaceDetector:
+    """dlib HOG face detector + shape predictor; `detector(rgb)` -> list of Face, best score first."""
+
+    def __init__(self, landmarks: int = 5, min_size: float = 40, rotations: Sequence[float] = (0,),
+                 min_score: float = 0.0, max_work_pixels: float = 4e6):
+        self.dlib = require("dlib")
+        if int(landmarks) not in (5, 68):
+            raise ValueError(f"landmarks must be 5 or 68, got {landmarks}")
+        if float(min_size) <= 0:
+            raise ValueError(f"min_size must be > 0 px, got {min_size}")
+        self.detector = self.dlib.get_frontal_face_detector()
+        self.predictor = self.dlib.shape_predictor(str(model_path(int(landmarks))))
+        self.min_size, self.min_score = float(min_size), float(min_score)
+        self.rotations = [float(a) for a in rotations] or [0.0]
+        self.max_work_pixels = float(max_work_pixels)
+
+    def work_scale(self, w: int, h: int) -> float:
+        """The resampling factor of the detector's working image (capped by max_work_pixels)."""
+        f = HOG_WINDOW / self.min_size
+        return float(min(f, np.sqrt(self.max_work_pixels / max(w * h, 1))))
+
+    def _detect_one(self, im: Image.Image, m: np.ndarray, size: tuple[int, int]) -> list[Face]:
+        """Faces in `im` transformed by M (image -> work) into a work image of `size`."""
+        if np.allclose(m[:, :2], np.eye(2)) and np.allclose(m[:, 2], 0):
+            work = im
+        else:
+            inv = invert(m)
+            a, t = inv[:, :2], inv[:, 2]
+            c = t + 0.5 - a @ np.array([0.5, 0.5])
+            work = im.transform(size, Image.Transform.AFFINE, (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1]),
+                                resample=Image.Resampling.BILINEAR)
+        arr = np.asarray(work)
+        rects, scores, _ = self.detector.run(arr, 0, 0.0)
+        back = invert(m)
+        faces = []
+        for r, score in zip(rects, scores):
+            if score < self.min_score:
+                continue
+            shape = self.predictor(arr, r)
+            pts = apply(back, np.array([[p.x, p.y] for p in shape.parts()], np.float64))
+            corners = apply(back, np.array([[r.left(), r.top()], [r.right(), r.top()],
+                                            [r.left(), r.bottom()], [r.right(), r.bottom()]], np.float64))
+            faces.append(Face(np.concatenate([corners.min(0), corners.max(0)]), float(score),
+                              template_landmarks(pts), pts))
+        return faces
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        rgb = np.ascontiguousarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}")
+        h, w = rgb.shape[:2]
+        im = Image.fromarray(rgb)
+        f = self.work_scale(w, h)
+        found: list[Face] = []
+        for angle in self.rotations:
+            rot, (rw, rh) = _rotation(angle, w, h) if angle else (np.hstack([np.eye(2), np.zeros((2, 1))]), (w, h))
+            m = f * rot
+            size = (max(1, int(round(rw * f))), max(1, int(round(rh * f))))
+            for face in self._detect_one(im, m, size):
+                face.rotation = angle
+                found.append(face)
+        return merge(found)
+
+    def follow(self, rgb: np.ndarray, face: Face) -> Face:
+        """The same face in a new frame: the shape predictor run again on its last box (upright faces; a face
+        found at another angle keeps its landmarks). Used for frames where the detector does not run or misses."""
+        if face.rotation:
+            return face
+        centre, half = face.box.reshape(2, 2).mean(0), (face.box[2:] - face.box[:2]) / 2
+        rect = self.dlib.rectangle(*(int(round(v)) for v in (*(centre - half), *(centre + half))))
+        pts = np.array([[p.x, p.y] for p in self.predictor(np.ascontiguousarray(rgb), rect).parts()], np.float64)
+        lm = template_landmarks(pts)
+        shift = lm[:2].mean(0) - face.landmarks[:2].mean(0)
+        return Face(face.box + np.tile(shift, 2), face.score, lm, pts, 0.0)
+
+
+def merge(faces: list[Face]) -> list[Face]:
+    """One Face per person: detections whose eye midpoints lie within half an eye distance are one face
+    (the best score is kept). Sorted by score, best first."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        mid = face.landmarks[:2].mean(0)
+        if all(np.linalg.norm(mid - k.landmarks[:2].mean(0)) > 0.5 * max(k.eye_distance, 1.0) for k in kept):
+            kept.append(face)
+    return kept
