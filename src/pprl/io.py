@@ -9,13 +9,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pprl.config import config_dir
+from pprl.errors import RunError  # noqa: F401  (re-exported: `from pprl.io import RunError`)
 
 CHECKPOINT_NAME = Path("checkpoints") / "last.ckpt"
 MODEL_KEYS = ("encoder.", "decoder.", "discriminator.")
-
-
-class RunError(ValueError):
-    """A run dir or checkpoint that cannot be used (missing, corrupt, from another model)."""
 
 
 def pick_device(name: str | None = "auto") -> torch.device:

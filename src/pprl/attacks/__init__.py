@@ -9,6 +9,7 @@
 from . import paper  # noqa: F401  isort: skip  (registers the scenarios, in Table 2 order)
 from . import strong  # noqa: F401  isort: skip
 from . import linkability  # noqa: F401  isort: skip
+from pprl.faces import recognizer_attack  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .protect import F_VARIANTS, ProtectedSet, latent_features, protect

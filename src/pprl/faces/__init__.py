@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-from pprl.io import RunError
+from pprl.errors import RunError
 
 EXTRA_HINT = 'pip install -e ".[faces]"'
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pprl import anonymize as anon
+from pprl import outputs
 from pprl.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
-from pprl.io import RunError, find_checkpoint, load_model
+from pprl.io import RunError, find_checkpoint, load_model, pick_device
 
 from .align import alignment, face_mask, paste_back, warp_crop
 from .media import CODECS, VideoWriter, is_video, probe, read_frames, read_photo
@@ -94,7 +94,7 @@ class FaceProtector:
         if self.tgt == "all":
             return list(range(self.n_ids))
         if self.tgt == "random":
-            return [int(anon.per_image_rng(self.seed, index, 2 + 2 * track).integers(self.n_ids))]
+            return [int(outputs.per_image_rng(self.seed, index, 2 + 2 * track).integers(self.n_ids))]
         return [int(self.tgt)]
 
     def protect(self, frame: np.ndarray, index: int, tracked) -> list[np.ndarray]:
@@ -109,7 +109,7 @@ class FaceProtector:
         mu, logvar = self.model.encode(x)
         f = mu
         if self.sample:  # one draw per track, the same in every frame
-            eps = np.stack([anon.per_image_rng(self.seed, index, 3 + 2 * t).standard_normal(mu.shape[1], np.float32)
+            eps = np.stack([outputs.per_image_rng(self.seed, index, 3 + 2 * t).standard_normal(mu.shape[1], np.float32)
                             for t, _, _ in tracked])
             f = mu + torch.from_numpy(eps).to(x.device) * (0.5 * logvar).exp()
         codes = np.array([self.codes(index, t) for t, _, _ in tracked])  # (faces, outputs)
@@ -168,14 +168,14 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
 def output_names(files, tgt, names, keep_names, codec: str) -> list[list[str]]:
     """Like `pprl.anonymize.output_names`, with the video container's suffix for video inputs."""
     suffix = CODECS[codec][2]
-    outs = anon.output_names(files, tgt, names, keep_names)
+    outs = outputs.output_names(files, tgt, names, keep_names)
     return [[n[:-4] + suffix for n in o] if is_video(f) else o for f, o in zip(files, outs)]
 
 
 @torch.inference_mode()
 def anonymize_detect(run_dir, input, output, target="random", *, keep_names=False, sample=False, seed=0,
                      device="auto", min_side=8, max_pixels=50_000_000, progress=True, detect=None,
-                     features=False, manifest=False) -> anon.Summary:
+                     features=False, manifest=False) -> outputs.Summary:
     """`pprl.anonymize faces=detect` (see the module docstring); returns the run's Summary."""
     from tqdm import tqdm
 
@@ -183,13 +183,13 @@ def anonymize_detect(run_dir, input, output, target="random", *, keep_names=Fals
         raise RunError("faces=detect writes faces.csv; features=true and manifest=true work with faces=crop only")
     settings = detect if isinstance(detect, DetectSettings) else DetectSettings.from_config(detect)
     ensure_strict_decoding()
-    dev = anon.pick_device(device)
+    dev = pick_device(device)
     ckpt = find_checkpoint(run_dir)
     model = load_model(ckpt, map_location=dev)
     names = list(model.identity_names)
-    tgt = anon.resolve_target(target, names)
+    tgt = outputs.resolve_target(target, names)
     out = Path(output).expanduser()
-    files = anon.list_inputs(input, out)
+    files = outputs.list_inputs(input, out)
     if out.exists() and not out.is_dir():
         raise RunError(f"output {out} exists and is not a folder")
     protectors = {v: FaceProtector(model, dev, tgt, seed, sample, settings, v)  # fails here if the extra is missing
@@ -198,12 +198,12 @@ def anonymize_detect(run_dir, input, output, target="random", *, keep_names=Fals
     remove_stale_temps(out)
     (out / PARTS).mkdir(exist_ok=True)
     remove_stale_temps(out / PARTS)
-    anon.check_state(out, {"version": 1, "faces": "detect", "checkpoint_sha256": anon._sha256(ckpt),
-                           "inputs_sha256": anon._inputs_digest(files), "num_inputs": len(files),
+    outputs.check_state(out, {"version": 1, "faces": "detect", "checkpoint_sha256": outputs.sha256_file(ckpt),
+                           "inputs_sha256": outputs.inputs_digest(files), "num_inputs": len(files),
                            "target": str(target), "seed": int(seed), "sample": bool(sample),
                            "keep_names": bool(keep_names), "detect": settings.state()})
     outs = output_names(files, tgt, names, keep_names, settings.video_codec)
-    summary = anon.Summary(out, len(files))
+    summary = outputs.Summary(out, len(files))
     t0 = time.perf_counter()
     bar = tqdm(total=len(files), unit="file", desc="anonymize faces", disable=not progress, file=sys.stderr)
     try:
@@ -238,7 +238,7 @@ def anonymize_detect(run_dir, input, output, target="random", *, keep_names=Fals
     finally:
         summary.seconds = summary.seconds or time.perf_counter() - t0
         bar.close()
-        anon._write_errors(out, summary.skipped)
+        outputs.write_errors(out, summary.skipped)
     return summary
 
 

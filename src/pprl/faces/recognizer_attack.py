@@ -9,7 +9,8 @@ mapped onto dlib's own chip layout from the template landmarks, without detectio
 
 On cartoon data (the built-in faces, FERG) the descriptor means nothing: when `real_faces: auto` and dlib's
 face detector finds a face in under `min_real_fraction` of a sample of training images, the row is returned
-with no predictions and `extras["skipped"]` saying why (the table should print it as "n/a" with that note).
+with no predictions and `extras["skipped"]` saying why (the table prints it as "n/a" with that note).
+Registered in the `strong` suite (`attack=strong`, or alone with `attack=attack_face_recognizer`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import time
 import numpy as np
 from PIL import Image
 
-from pprl.attacks.scenarios import AttackContext, ScenarioResult, TaskResult, derived_seed
+from pprl.attacks.context import AttackContext, derived_seed
+from pprl.attacks.registry import scenario
+from pprl.attacks.results import ScenarioResult, TaskResult
 
 from . import require
 from .align import template_points
@@ -87,23 +90,46 @@ def nearest(ref: np.ndarray, query: np.ndarray, chunk: int = 2048) -> np.ndarray
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def config_problems(block, where: str) -> list[str]:
+    """Problems with `attack.attack_face_recognizer`, one line each."""
+    problems = []
+    if block.get("real_faces") not in ("auto", True, False):
+        problems.append(f"{where}.real_faces={block.get('real_faces')!r}: allowed values are auto, true, false")
+    if not 0 <= float(block.get("min_real_fraction", -1)) <= 1:
+        problems.append(f"{where}.min_real_fraction={block.get('min_real_fraction')!r}: must be in [0, 1]")
+    for key in ("detect_sample", "max_test"):
+        if not isinstance(block.get(key), int) or block.get(key) < 0:
+            problems.append(f"{where}.{key}={block.get(key)!r}: must be an integer >= 0")
+    return problems
+
+
+def _note(table: dict) -> list[str]:
+    row = table[NAME]
+    if row.get("skipped"):
+        return [f"- Face recognizer attack: {row['skipped']}."]
+    return ["- Face recognizer attack: dlib's 128-d face descriptor of the protected test images, 1-NN to the "
+            f"{row.get('enrolled')} original training images (identity and expression of the nearest one)."]
+
+
+@scenario(NAME, title="Face recognizer (dlib descriptor, 1-NN to the training faces)", label="face recognizer",
+          suite="strong", block=NAME, validate=config_problems, note=_note)
 def run(ctx: AttackContext) -> list[ScenarioResult]:
     """The `attack_face_recognizer` row (see the module docstring)."""
-    block = ctx.cfg.get(NAME) or {}
+    block = ctx.settings(NAME)
     start = time.time()
     tr, names = ctx.splits.train, ctx.names
     prot = ctx.protected_test()
-    mode = str(block.get("real_faces", "auto"))
-    if mode == "false" or mode == "False":
+    mode = block.real_faces
+    if mode is False:
         return [_skipped(ctx, prot, "real_faces=false: the face-recognizer attack applies to real faces only")]
     if mode == "auto":
-        frac = real_fraction(tr.images, int(block.get("detect_sample", 64)), derived_seed(ctx.seed, NAME, "real"))
-        if frac < float(block.get("min_real_fraction", 0.5)):
+        frac = real_fraction(tr.images, int(block.detect_sample), derived_seed(ctx.seed, NAME, "real"))
+        if frac < float(block.min_real_fraction):
             return [_skipped(ctx, prot, f"skipped: dlib finds a face in {100 * frac:.0f} % of the training images "
                                         "(cartoon data?); a real-face recognizer does not apply")]
-    rec = Recognizer(float(block.get("margin", 0.2)))
+    rec = Recognizer(float(block.margin))
     rows = np.arange(len(prot))
-    max_test = int(block.get("max_test", 0) or 0)
+    max_test = int(block.max_test)
     if 0 < max_test < len(rows):
         rows = np.sort(np.random.default_rng(derived_seed(ctx.seed, NAME, "test")).choice(rows, max_test, False))
     ref = rec.describe(tr.images)
