@@ -98,3 +98,14 @@ def find_block(image: np.ndarray, block: np.ndarray) -> tuple[int, int] | None:
             if (image[y:y + bh, x:x + bw] == block).all():
                 return y, int(x)
     return None
+
+
+def skip_without_faces_extra() -> None:
+    """Skip the calling test module unless the `faces` extra is installed (dlib, PyAV and the model files of
+    face_recognition_models, found without importing it: it needs pkg_resources, gone from recent setuptools)."""
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    pytest.importorskip("av")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("the faces extra is not installed (face_recognition_models)", allow_module_level=True)

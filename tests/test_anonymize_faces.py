@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import skip_without_faces_extra
 from PIL import Image
 
-pytest.importorskip("dlib")
-pytest.importorskip("face_recognition_models")
-pytest.importorskip("av")
+skip_without_faces_extra()
 skdata = pytest.importorskip("skimage.data")
 
 from pprl import anonymize as anon  # noqa: E402

@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
+from conftest import skip_without_faces_extra
 from PIL import Image
 
 from pprl.faces import MissingExtra, require
@@ -111,8 +113,7 @@ def test_missing_extra_names_the_extra(monkeypatch):
 # ----------------------------------------------------------------------------- detection on a real portrait
 @pytest.fixture(scope="module")
 def detector():
-    pytest.importorskip("dlib")
-    pytest.importorskip("face_recognition_models")
+    skip_without_faces_extra()
     from pprl.faces.detect import FaceDetector
 
     return FaceDetector(landmarks=5, min_size=40, rotations=(0, -30, 30), min_score=0.3)

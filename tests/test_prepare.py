@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import skip_without_faces_extra
 from PIL import Image
 
 from pprl.io import RunError
 
-pytest.importorskip("dlib")
-pytest.importorskip("face_recognition_models")
-pytest.importorskip("av")
+skip_without_faces_extra()
 skdata = pytest.importorskip("skimage.data")
 
 from pprl import prepare as prep  # noqa: E402

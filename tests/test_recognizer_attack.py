@@ -6,14 +6,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+
+from conftest import skip_without_faces_extra
 from PIL import Image
 
-pytest.importorskip("dlib")
-pytest.importorskip("face_recognition_models")
+skip_without_faces_extra()
 skdata = pytest.importorskip("skimage.data")
 
 from pprl.attacks.protect import ProtectedSet  # noqa: E402
+from pprl.attacks.registry import config_problems  # noqa: E402
+from pprl.config import compose_config  # noqa: E402
 from pprl.faces import recognizer_attack as ra  # noqa: E402
 from pprl.faces.align import alignment, warp_crop  # noqa: E402
 from pprl.faces.detect import FaceDetector  # noqa: E402
@@ -35,8 +37,10 @@ def _ctx(train, train_id, test, test_id):
     prot = ProtectedSet(np.stack(test), np.array(test_id), np.zeros(n, np.int64), np.arange(n), np.zeros(n, np.int64), 1)
     splits = SimpleNamespace(train=SimpleNamespace(images=np.stack(train), identity=np.array(train_id),
                                                    expression=np.zeros(len(train), np.int64)))
-    return SimpleNamespace(cfg=OmegaConf.create({ra.NAME: {"real_faces": "auto", "detect_sample": 8}}), seed=0,
-                           splits=splits, names={"identification": ["eileen", "grace"], "expression": ["neutral"]},
+    cfg = compose_config("evaluate", ["run_dir=unused", f"attack={ra.NAME}", f"attack.{ra.NAME}.detect_sample=8"]).attack
+    assert not config_problems(cfg)
+    return SimpleNamespace(cfg=cfg, seed=0, settings=lambda name: cfg[name], splits=splits,
+                           names={"identification": ["eileen", "grace"], "expression": ["neutral"]},
                            protected_test=lambda: prot)
 
 

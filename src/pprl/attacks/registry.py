@@ -140,9 +140,7 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
             for res in produced:
                 rows[res.name] = res
             main = produced[0]
-            summary = (main.summary() if hasattr(main, "summary") else
-                       f"identification {main.identification.accuracy:.4f}, expression {main.expression.accuracy:.4f}")
-            log(f"{name}: {summary} (n={main.n}, {seconds:.1f} s)")
+            log(f"{name}: {main.summary()} (n={main.n}, {seconds:.1f} s)")
     finally:
         ctx.release_protected_train()
     return rows

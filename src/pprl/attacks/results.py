@@ -65,3 +65,14 @@ class ScenarioResult:
     @property
     def n(self) -> int:
         return self.identification.n
+
+    @property
+    def skipped(self) -> str | None:
+        """Why the scenario does not apply to this data (`extras["skipped"]`), or None."""
+        return self.extras.get("skipped")
+
+    def summary(self) -> str:
+        """One line for the log."""
+        if self.skipped:
+            return f"n/a ({self.skipped})"
+        return f"identification {self.identification.accuracy:.4f}, expression {self.expression.accuracy:.4f}"

@@ -34,6 +34,10 @@ def table_dict(rows: dict[str, ScenarioResult]) -> dict[str, dict[str, Any]]:
         if not isinstance(res, ScenarioResult):  # not a CCR row (linkability_auc): it knows its own entry
             out[name] = {**res.table_entry(), "seconds": round(res.seconds, 2)}
             continue
+        if res.skipped:  # the scenario does not apply to this data: no figures, the reason instead
+            out[name] = {"identification": None, "expression": None, "n": 0, "seconds": round(res.seconds, 2),
+                         **res.extras}
+            continue
         entry: dict[str, Any] = {}
         for task in TASKS:
             entry[task] = round(getattr(res, task).accuracy, 6)
@@ -66,6 +70,9 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
             lo, hi = entry["auc_ci95"]
             lines.append(f"| {titles.get(name, name)} | AUC {entry['auc']:.3f} [{lo:.3f}, {hi:.3f}] | – "
                          f"| {entry['n']} |")
+            continue
+        if entry.get("skipped"):
+            lines.append(f"| {titles.get(name, name)} | n/a | n/a | 0 |")
             continue
         cells = []
         for task in TASKS:
@@ -119,7 +126,7 @@ def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_
     """Send the table to Lightning loggers: `table2/<scenario>/<task>` scalars to every logger, and a
     `wandb.Table` (+ the confusion PNGs) to any WandbLogger."""
     metrics = {f"table2/{name}/{key}": float(entry[key]) for name, entry in table.items()
-               for key in (*TASKS, "auc") if key in entry}
+               for key in (*TASKS, "auc") if isinstance(entry.get(key), (int, float))}
     for lg in loggers or ():
         lg.log_metrics(metrics)
         if type(lg).__name__ == "WandbLogger":
@@ -128,7 +135,7 @@ def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_
             columns = ["scenario", "identification", "expression", "n", "identification_ci95_lo",
                        "identification_ci95_hi", "expression_ci95_lo", "expression_ci95_hi"]
             data = [[name, e["identification"], e["expression"], e["n"], *e["identification_ci95"],
-                     *e["expression_ci95"]] for name, e in table.items() if "identification" in e]
+                     *e["expression_ci95"]] for name, e in table.items() if e.get("identification") is not None]
             payload: dict[str, Any] = {"table2": wandb.Table(columns=columns, data=data)}
             for png in sorted(Path(results_dir).glob("confusion_*.png")) if results_dir else []:
                 payload[f"table2_confusion/{png.stem.removeprefix('confusion_')}"] = wandb.Image(str(png))
