@@ -32,7 +32,7 @@ class PlainLoop:
         self.gen_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
         self.disc_params = list(model.discriminator.parameters()) + adversary
         self.opt_g = torch.optim.RMSprop(self.gen_params, lr=hp.lr)
-        self.opt_d = torch.optim.RMSprop(self.disc_params, lr=hp.lr)
+        self.opt_d = torch.optim.RMSprop(self.disc_params, lr=hp.lr_d)
         self.step = 0  # optimizer steps, like Lightning's global_step
         model.train()
 
@@ -58,6 +58,8 @@ class PlainLoop:
         self._step(objective.discriminator_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
         for _ in range(self.g_steps):
             self._step(objective.generator_terms, self.gen_params, self.disc_params, self.opt_g, *batch)
+            self.model.update_ema()
+            self.model.g_steps += 1
         self._requires_grad(self.disc_params, True)
 
     def run(self, batches: Iterable, device: torch.device | str = "cpu") -> float:

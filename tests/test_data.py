@@ -298,12 +298,15 @@ def test_cli_json(tmp_path):
 
 def test_synthetic_tree_reads_back_through_the_folder_source(tmp_path):
     """`python -m pprl.data.synthetic ROOT` writes other characters in the layout dataset=folder reads."""
-    synthetic.main([str(tmp_path / "other"), "--identities", "6,7", "--per-group", "2", "--size", "16"])
+    cli = [sys.executable, "-m", "pprl.data.synthetic"]
+    done = subprocess.run([*cli, str(tmp_path / "other"), "--identities", "6,7", "--per-group", "2", "--size", "16"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]
     s = load_faces(data_cfg("folder", root=str(tmp_path / "other"), image_size=16))
     assert s.identities == ["id06", "id07"] and s.expressions == synthetic.EXPRESSIONS
     assert len(s.train) + len(s.test) == 2 * 7 * 2
     drawn = synthetic.render_face(6, 3, 1, 16, seed=1)
     stored = np.asarray(Image.open(tmp_path / "other" / "id06" / "joy" / "0001.png"))
     assert np.array_equal(drawn, stored)
-    with pytest.raises(SystemExit):
-        synthetic.main([str(tmp_path / "bad"), "--per-group", "0"])
+    bad = subprocess.run([*cli, str(tmp_path / "bad"), "--per-group", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("pprl.data.synthetic: error:")

@@ -91,3 +91,11 @@ def test_no_source_file_over_400_lines():
     long = {str(p.relative_to(SRC)): n for p in _modules().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"source files over {MAX_LINES} lines: {long}"
+
+
+def test_plain_arguments_become_hydra_overrides():
+    from pprl.cli import as_overrides
+
+    argv = ["/tmp/my dir", "--identities", "0,2,4", "--per-group=3", "size=16", "--multirun", "x"]
+    assert as_overrides(argv, ["root"], ["identities", "per_group"]) == [
+        "root='/tmp/my dir'", "identities='0,2,4'", "per_group=3", "size=16", "--multirun", "x"]

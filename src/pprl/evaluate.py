@@ -74,7 +74,7 @@ def evaluate_run(run_dir: str | Path, model=None, splits=None, cfg: DictConfig |
     _check_compatible(model, splits, run_dir)
     _seed_everything(seed)
     start = time.time()
-    ctx = AttackContext(model, splits, attack_cfg, seed, device=None)
+    ctx = AttackContext(model, splits, attack_cfg, seed, device=None, run_dir=run_dir)
     log.info("Table 2 on %s: %d train / %d test images, %d identities, %d expressions, device %s",
              run_dir, len(splits.train), len(splits.test), splits.num_identities, splits.num_expressions, ctx.device)
     threads = torch.get_num_threads()

@@ -37,7 +37,7 @@ class EncoderExport(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.encoder = model.encoder
+        self.encoder = model.eval().generator_nets()[0]  # the averaged weights when model.ema_decay > 0
         # 1 on the dims the model releases (`PPRLVGAN.release_mask`), 0 where the prior replaces q(f|I)
         self.register_buffer("keep", model.release_mask().float().cpu(), persistent=False)
 
@@ -51,7 +51,7 @@ class GeneratorExport(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.encoder, self.decoder = model.encoder, model.decoder
+        self.encoder, self.decoder = model.eval().generator_nets()  # the averaged weights when model.ema_decay > 0
         self.register_buffer("codes", torch.arange(model.num_identities, dtype=torch.long), persistent=False)
 
     def forward(self, image: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:

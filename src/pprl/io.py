@@ -61,7 +61,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 #: what checkpoints written before the model was built from conf/model/*.yaml lack, with the values the code of
 #: that time used (they reproduce those models exactly)
 _LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0, "release_kl": 0.0,
-                 "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4}
+                 "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4,
+                 "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0}
 
 
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +80,11 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
         hp["loss"] = {"generator": hp.pop("generator_loss", "nonsaturating"),
                       "d1_fake_weight": hp.pop("d1_fake_weight", None),
                       "label_smoothing": hp.pop("label_smoothing", 0.0)}
+    lambdas.setdefault("r1", 0.0)
+    lambdas.setdefault("fm", 0.0)
     for key, value in _LEGACY_MODEL.items():
         hp.setdefault(key, value)
+    hp.setdefault("lr_d", hp["lr"])
     return hp
 
 

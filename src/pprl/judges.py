@@ -49,6 +49,13 @@ class ReferenceClassifiers:
         """p(expression | image) for uint8 (N, H, W, 3) images."""
         return self._probs(self.expression, "expression", images)
 
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2 x hidden) penultimate features of both judges (identity trunk ⊕ expression trunk) of a float
+        batch in [-1, 1]: the feature space of the domain FID / KID (`pprl.quality`)."""
+        x = x.to(self.device)
+        return torch.cat([self.identifier.trunk(x), self.expression.trunk(x)], dim=1)
+
     def summary(self) -> dict:
         """Their quality on the real test split and how they were trained (the `reference` of scores.json)."""
         keys = ("identity_acc_real_test", "expression_acc_real_test", "epochs", "num_train", "width", "trained_on")
@@ -63,10 +70,10 @@ def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(probs.argmax(1) == labels)) if len(labels) else None
 
 
-def reference_classifiers(run_dir: Path, reference: Mapping[str, Any], splits: FaceSplits, model_width: int,
+def reference_classifiers(run_dir: Path | None, reference: Mapping[str, Any], splits: FaceSplits, model_width: int,
                           device: torch.device, batch_size: int) -> ReferenceClassifiers:
-    """Load `<run_dir>/figures/reference_classifiers.pt` if it matches the settings (the `reference` block of
-    conf/synthesize.yaml; width null = `model_width`), else train the judges and cache them."""
+    """Load `<run_dir>/figures/reference_classifiers.pt` if it matches the settings (conf/judges/default.yaml;
+    width null = `model_width`), else train the judges and cache them there (run_dir None: no cache)."""
     from pprl.nets import Discriminator
 
     rc = reference
@@ -75,10 +82,10 @@ def reference_classifiers(run_dir: Path, reference: Mapping[str, Any], splits: F
                     width=int(rc["width"] or model_width), seed=int(rc["seed"]), image_size=splits.image_size,
                     identities=list(splits.identities), expressions=list(splits.expressions),
                     data=_fingerprint(train.images) + f"/{len(train)}")
-    path = Path(run_dir) / "figures" / REFERENCE_FILE
+    path = Path(run_dir) / "figures" / REFERENCE_FILE if run_dir is not None else None
     nets = [Discriminator(splits.image_size, settings["width"], splits.num_identities, splits.num_expressions)
             for _ in range(2)]
-    if path.is_file() and not rc["retrain"]:
+    if path is not None and path.is_file() and not rc["retrain"]:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             if saved.get("settings") == settings:
@@ -91,11 +98,12 @@ def reference_classifiers(run_dir: Path, reference: Mapping[str, Any], splits: F
             log.warning("reference classifiers: cannot read %s (%s); retraining", path, exc)
     meta = train_references(nets, train, splits.test, settings, device)
     refs = ReferenceClassifiers(*nets, meta, device, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"settings": settings, "meta": meta,
-                    "identifier": {k: v.cpu() for k, v in nets[0].state_dict().items()},
-                    "expression": {k: v.cpu() for k, v in nets[1].state_dict().items()}}, tmp)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"settings": settings, "meta": meta,
+                        "identifier": {k: v.cpu() for k, v in nets[0].state_dict().items()},
+                        "expression": {k: v.cpu() for k, v in nets[1].state_dict().items()}}, tmp)
     return refs
 
 

@@ -5,7 +5,8 @@ Every term is returned *unweighted*, under its name (`TERM_WEIGHTS`), as a quant
 - `generator_terms`: the terms of eq. 6 (`saturating`, the literal log(1 - D) form) or of its non-saturating
   variant (`nonsaturating`: -log D for the real/fake, target-identity and true-expression heads), the default
   because the literal form stalls once D wins (the generator's gradients vanish);
-- `reconstruction_loss`, `confusion_loss`: the additions of the default preset (`lambda.rec`, `lambda.g5`).
+- `reconstruction_loss`, `confusion_loss`, `r1_penalty`, `feature_matching`: the additions of the default preset
+  (`lambda.rec`, `lambda.g5`, `lambda.r1`, `lambda.fm`).
 `term_weights` reads the weights from the flat `lambda` dict and `weighted_total` applies them: the one place
 where weights meet terms.
 """
@@ -25,8 +26,9 @@ GENERATOR_LOSSES = ("saturating", "nonsaturating")
 #: additions of the default preset). `d1_fake` may be re-weighted by `loss.d1_fake_weight` (see `term_weights`).
 TERM_WEIGHTS = {
     "d1_real": "d1", "d1_fake": "d1", "d2_identity": "d2", "d3_expression": "d3", "latent_identity": "d5",
+    "r1_penalty": "r1",
     "g1_real_fake": "g1", "g2_identity": "g2", "g3_expression": "g3", "g4_kl": "g4",
-    "rec_reconstruction": "rec", "g5_latent_confusion": "g5",
+    "rec_reconstruction": "rec", "g5_latent_confusion": "g5", "fm_feature_matching": "fm",
 }
 LAMBDA_KEYS = tuple(dict.fromkeys(TERM_WEIGHTS.values()))
 
@@ -142,6 +144,19 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tens
     per_sample = (fake - real).abs().flatten(1).mean(dim=1)
     weights = mask.to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def r1_penalty(real_logit: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E ||grad_x D1(x)||^2 on real images; `real` must require grad and
+    `real_logit` come from it. Keeps D smooth where the data is (`lambda.r1`, beyond the paper)."""
+    (grad,) = torch.autograd.grad(real_logit.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the batch means of D's trunk features on real and synthesized images
+    (Salimans et al. 2016; `lambda.fm`, beyond the paper): G matches the statistics D looks at."""
+    return (real_features.mean(0) - fake_features.mean(0)).pow(2).mean()
 
 
 def confusion_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,15 @@ draws exactly what the uninterrupted run drew.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping, Sequence
 
 import torch
 import pytorch_lightning as pl
+from torch import nn
 
 from pprl import losses, objective
-from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights
+from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights, spectral_normalize
 
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
 
@@ -49,7 +51,11 @@ class PPRLVGAN(pl.LightningModule):
         lambdas: Mapping[str, float],
         loss: Mapping[str, Any],
         lr: float,
+        lr_d: float,
         g_steps_per_d_step: int,
+        upsample: str,
+        spectral_norm: bool,
+        ema_decay: float,
         release_kl: float,
         latent_adversary_hidden: Sequence[int],
         seed: int,
@@ -69,10 +75,18 @@ class PPRLVGAN(pl.LightningModule):
         self.term_weights = losses.term_weights(self.lambdas, loss.get("d1_fake_weight"))
         self.loss_settings = {"generator": str(loss["generator"]), "label_smoothing": float(loss["label_smoothing"])}
         self.encoder = Encoder(image_size, width, latent_dim)
-        self.decoder = Decoder(image_size, width, latent_dim, num_identities)
+        self.decoder = Decoder(image_size, width, latent_dim, num_identities, upsample)
         self.discriminator = Discriminator(image_size, width, num_identities, num_expressions)
         for net in (self.encoder, self.decoder, self.discriminator):
             init_weights(net, init_std)
+        if spectral_norm:
+            spectral_normalize(self.discriminator)
+        # Beyond the paper (model.ema_decay > 0): an exponential moving average of G's weights, what the model
+        # uses outside training (evaluation, figures, anonymize, export); training updates the live networks.
+        self.ema = (nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "decoder": copy.deepcopy(self.decoder)})
+                    if ema_decay > 0 else None)
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
         # Beyond the paper (lambda.d5 / lambda.g5 > 0): an identity classifier on mu, trained with D, that the
         # encoder learns to fool.
         uses_adversary = self.term_weights["latent_identity"] > 0 or self.term_weights["g5_latent_confusion"] > 0
@@ -100,9 +114,31 @@ class PPRLVGAN(pl.LightningModule):
     def num_identities(self) -> int:
         return self.hparams.num_identities
 
+    def generator_nets(self) -> tuple[nn.Module, nn.Module]:
+        """(encoder, decoder) of G as used now: the live networks in training, their moving average (if
+        `model.ema_decay` > 0) outside it (evaluation, figures, anonymize, export)."""
+        if self.ema is not None and not self.training:
+            return self.ema["encoder"], self.ema["decoder"]
+        return self.encoder, self.decoder
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the averaged generator towards the live one after a G step: decay min(ema_decay, (1+t)/(10+t))
+        at G step t (a warm-up that forgets the random initial weights); batch-norm statistics are copied."""
+        if self.ema is None:
+            return
+        t = self.g_steps.float()
+        decay = torch.clamp((1 + t) / (10 + t), max=float(self.hparams.ema_decay))  # a tensor: no host sync
+        for name in ("encoder", "decoder"):
+            live, avg = getattr(self, name), self.ema[name]
+            for p_avg, p in zip(avg.parameters(), live.parameters()):
+                p_avg.lerp_(p.detach(), 1 - decay)
+            for b_avg, b in zip(avg.buffers(), live.buffers()):
+                b_avg.copy_(b)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log sigma^2) of q(f(I) | I), every dim (what the decoder synthesizes from)."""
-        return self.encoder(x)
+        return self.generator_nets()[0](x)
 
     def release_mask(self) -> torch.Tensor:
         """(latent_dim,) bool: the dims the trained model releases, those whose running mean KL to the prior
@@ -147,7 +183,7 @@ class PPRLVGAN(pl.LightningModule):
 
     def decode(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Dec(f ⊕ c): identity as indices (B,) or codes (B, N_id)."""
-        return self.decoder(f, identity)
+        return self.generator_nets()[1](f, identity)
 
     def decode_as(self, f: torch.Tensor, identity: int) -> torch.Tensor:
         """Dec(f ⊕ c) with the same identity index c for every row (the protected version as identity c)."""
@@ -177,12 +213,13 @@ class PPRLVGAN(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def configure_optimizers(self):
-        lr = self.hparams.lr
+        """RMSprop for G = (Enc, Dec) at `lr` and for D (+ the latent adversary) at `lr_d` (paper: both 2e-4)."""
         gen_params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         disc_params = list(self.discriminator.parameters())
         if self.latent_adversary is not None:
             disc_params += list(self.latent_adversary.parameters())
-        return torch.optim.RMSprop(gen_params, lr=lr), torch.optim.RMSprop(disc_params, lr=lr)
+        return (torch.optim.RMSprop(gen_params, lr=self.hparams.lr),
+                torch.optim.RMSprop(disc_params, lr=self.hparams.lr_d))
 
     def discriminator_step(self, x, identity, expression, opt, generator=None) -> dict[str, torch.Tensor]:
         """One update of D (and of the latent identity adversary, if any) minimising the weighted terms of
@@ -220,6 +257,7 @@ class PPRLVGAN(pl.LightningModule):
         self.manual_backward(total)
         opt.step()
         self.untoggle_optimizer(opt)
+        self.update_ema()
         self.g_steps += 1
         logits = out.logits
         with torch.no_grad():

@@ -5,6 +5,10 @@ times (so `image_size` must be a multiple of 16); the decoder starts from a
 (image_size/16)^2 x 4w map (4x4x128 at 64 px, width w = 32 as in the paper) and doubles it four
 times. Batch normalisation follows every (de)convolution except the decoder's last one, and every
 LeakyReLU has slope 0.2 (paper §5.2). Weights are drawn from N(0, 0.01^2) (§5.2).
+
+Beyond the paper (options of conf/model/, off in model=paper): the decoder can upsample by resize + convolution
+instead of transposed convolutions (`upsample=resize`), and the discriminator's layers can carry spectral
+normalisation (`spectral_norm`, `spectral_normalize`).
 """
 
 from __future__ import annotations
@@ -35,13 +39,25 @@ def _down_block(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
-def _up_block(in_ch: int, out_ch: int) -> nn.Sequential:
-    """5x5 stride-2 transposed conv, BNorm, LeakyReLU (Table 1, decoder rows 2-4)."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, KERNEL, stride=2, padding=2, output_padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.LeakyReLU(LEAKY_SLOPE),
-    )
+UPSAMPLING = ("transposed", "resize")
+
+
+def _upsample_conv(in_ch: int, out_ch: int, upsample: str, bias: bool) -> nn.Module:
+    """Double the resolution with a 5x5 convolution: a stride-2 transposed convolution (`transposed`, Table 1)
+    or a nearest-neighbour 2x resize followed by a 5x5 convolution (`resize`: no checkerboard artefacts,
+    Odena et al. 2016)."""
+    if upsample == "transposed":
+        return nn.ConvTranspose2d(in_ch, out_ch, KERNEL, stride=2, padding=2, output_padding=1, bias=bias)
+    if upsample == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                             nn.Conv2d(in_ch, out_ch, KERNEL, padding=KERNEL // 2, bias=bias))
+    raise ValueError(f"model.upsample={upsample!r}: allowed values are {', '.join(UPSAMPLING)}")
+
+
+def _up_block(in_ch: int, out_ch: int, upsample: str = "transposed") -> nn.Sequential:
+    """Upsampling 5x5 conv, BNorm, LeakyReLU (Table 1, decoder rows 2-4)."""
+    return nn.Sequential(_upsample_conv(in_ch, out_ch, upsample, bias=False), nn.BatchNorm2d(out_ch),
+                         nn.LeakyReLU(LEAKY_SLOPE))
 
 
 def _conv_trunk(width: int) -> nn.Sequential:
@@ -81,7 +97,8 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """(f(I) concatenated with the one-hot identity code c) -> image in [-1, 1] (Table 1, decoder column)."""
 
-    def __init__(self, image_size: int = 64, width: int = 32, latent_dim: int = 128, num_identities: int = 6):
+    def __init__(self, image_size: int = 64, width: int = 32, latent_dim: int = 128, num_identities: int = 6,
+                 upsample: str = "transposed"):
         super().__init__()
         check_image_size(image_size)
         self.num_identities = num_identities
@@ -89,10 +106,10 @@ class Decoder(nn.Module):
         self.start_channels = 4 * width  # 4x4x128 at 64 px and width 32
         self.fc = nn.Linear(latent_dim + num_identities, self.start_channels * self.start**2)
         self.up = nn.Sequential(
-            _up_block(4 * width, 8 * width),
-            _up_block(8 * width, 4 * width),
-            _up_block(4 * width, 2 * width),
-            nn.ConvTranspose2d(2 * width, 3, KERNEL, stride=2, padding=2, output_padding=1),
+            _up_block(4 * width, 8 * width, upsample),
+            _up_block(8 * width, 4 * width, upsample),
+            _up_block(4 * width, 2 * width, upsample),
+            _upsample_conv(2 * width, 3, upsample, bias=True),
             nn.Tanh(),
         )
 
@@ -123,9 +140,12 @@ class Discriminator(nn.Module):
         self.identity = nn.Linear(hidden, num_identities)
         self.expression = nn.Linear(hidden, num_expressions)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.trunk(x)
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """D1, D2, D3 logits from the trunk's features h (B, hidden)."""
         return self.real_fake(h).squeeze(1), self.identity(h), self.expression(h)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.heads(self.trunk(x))
 
 
 class LatentClassifier(nn.Module):
@@ -143,3 +163,15 @@ class LatentClassifier(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
+
+
+def spectral_normalize(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv and linear layer of `module`, in place."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, (nn.Conv2d, nn.Linear)):
+            setattr(module, name, spectral_norm(child))
+        else:
+            spectral_normalize(child)
+    return module

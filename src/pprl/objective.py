@@ -33,8 +33,8 @@ class StepOutputs:
 
 def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
                         weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
-    """Minus eq. 5 on a real batch and its synthesized version G(I, c), c uniform; with `latent_identity`
-    weighted > 0 also the latent identity adversary's cross-entropy on standardised mu (trained with D).
+    """Minus eq. 5 on a real batch and its synthesized version G(I, c), c uniform; with their weights > 0 also
+    the latent identity adversary's cross-entropy on standardised mu (trained with D) and the R1 penalty.
 
     `model` provides the networks and settings (a `PPRLVGAN`); G is run without gradients.
     """
@@ -42,7 +42,9 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
         mu, logvar = model.encode(x)
         noisy = model.reparameterize(mu, logvar, generator)
         fake = model.decode(noisy, model.one_hot(model.random_identity(x.shape[0], generator)))
-    real_logit, id_logits, expr_logits = model.discriminator(x)
+    penalise = weights["r1_penalty"] > 0
+    real = x.detach().requires_grad_(True) if penalise else x
+    real_logit, id_logits, expr_logits = model.discriminator(real)
     fake_logit, _, _ = model.discriminator(fake)
     terms = losses.discriminator_terms(real_logit, fake_logit, id_logits, identity, expr_logits, expression,
                                        label_smoothing=model.loss_settings["label_smoothing"])
@@ -50,22 +52,30 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
     if weights["latent_identity"] > 0:
         logits["latent_identity"] = model.latent_adversary(losses.standardize(mu))
         terms["latent_identity"] = F.cross_entropy(logits["latent_identity"], identity)
+    if penalise:
+        terms["r1_penalty"] = losses.r1_penalty(real_logit, real)
     return StepOutputs(terms, mu, logvar, logits)
 
 
 def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
                     weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
     """Eq. 6 on G(I, c) with a fresh uniform code c per sample; with their weights > 0 also the reconstruction
-    of I where c is I's own identity (`rec_reconstruction`) and the latent confusion (`g5_latent_confusion`)."""
+    of I where c is I's own identity (`rec_reconstruction`), the latent confusion (`g5_latent_confusion`) and
+    feature matching on D's trunk (`fm_feature_matching`)."""
     target = model.random_identity(x.shape[0], generator)
     mu, logvar = model.encode(x)
     fake = model.decode(model.reparameterize(mu, logvar, generator), model.one_hot(target))
-    fake_logit, id_logits, expr_logits = model.discriminator(fake)
+    fake_features = model.discriminator.trunk(fake)
+    fake_logit, id_logits, expr_logits = model.discriminator.heads(fake_features)
     terms = losses.generator_terms(fake_logit, id_logits, target, expr_logits, expression, mu, logvar,
                                    form=model.loss_settings["generator"])
     if weights["rec_reconstruction"] > 0:
         terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
     if weights["g5_latent_confusion"] > 0:
         terms["g5_latent_confusion"] = losses.confusion_loss(model.latent_adversary(losses.standardize(mu)))
+    if weights["fm_feature_matching"] > 0:
+        with torch.no_grad():
+            real_features = model.discriminator.trunk(x)
+        terms["fm_feature_matching"] = losses.feature_matching(real_features, fake_features)
     logits = {"fake": fake_logit, "identity": id_logits, "expression": expr_logits}
     return StepOutputs(terms, mu, logvar, logits, target)

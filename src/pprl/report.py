@@ -1,4 +1,4 @@
-"""`python -m pprl.report <multirun dir> [--out DIR]`: the privacy-utility report of a λ sweep (paper §5.2).
+"""`python -m pprl.report <multirun dir> [out=DIR]`: the privacy-utility report of a λ sweep (paper §5.2).
 
 The paper tuned the loss weights λ of eq. 5-6 by grid search; a sweep (`python -m pprl.train --multirun
 +sweep=paper_grid`) trains one model per λ setting and evaluates its Table 2. This reads every job dir under
@@ -16,7 +16,6 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -30,12 +29,19 @@ from omegaconf import OmegaConf
 from pprl import plots
 from pprl.imageio import atomic_path
 
-SCENARIOS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
 TASKS = ("identification", "expression")
-LAMBDA_ORDER = ("d1", "d2", "d3", "g1", "g2", "g3", "g4", "rec")
 PARETO_SCENARIO = "attack_II"
-LABELS = {"unconstrained": "unconstrained", "random_guess": "random guess", "attack_I": "attack I",
-          "attack_II": "attack II", "attack_III": "attack III"}
+
+
+def _row_labels() -> dict[str, str]:
+    """Every row of table2.json -> its short label, in table order (from the scenario registry)."""
+    from pprl.attacks import SCENARIOS
+
+    labels: dict[str, str] = {}
+    for s in SCENARIOS.values():
+        labels[s.main_row] = s.label
+        labels.update({row: f"{s.label} ({row.rsplit('_', 1)[-1]})" for row in s.rows})
+    return labels
 
 
 class ReportError(ValueError):
@@ -168,6 +174,8 @@ def mark_pareto(jobs: Sequence[Job]) -> None:
 
 # ----------------------------------------------------------------------------- tables
 def _lambda_keys(jobs: Sequence[Job]) -> list[str]:
+    from pprl.losses import LAMBDA_KEYS as LAMBDA_ORDER
+
     keys = {k for j in jobs for k in j.lambdas}
     return [k for k in LAMBDA_ORDER if k in keys] + sorted(keys - set(LAMBDA_ORDER))
 
@@ -177,9 +185,19 @@ def _varying(jobs: Sequence[Job], keys: Sequence[str]) -> list[str]:
 
 
 def _scenarios(jobs: Sequence[Job], all_found: bool = False) -> list[str]:
-    found = {s for j in jobs for s in j.table}
-    extra = sorted(found - set(SCENARIOS)) if all_found else []
-    return [s for s in SCENARIOS if s in found] + extra
+    """The CCR rows found in the jobs' tables, in table order (`all_found`: also rows the registry does not know;
+    otherwise only the main rows of registered scenarios)."""
+    from pprl.attacks import SCENARIOS
+
+    found = {k for j in jobs for k, v in j.table.items() if isinstance(v, dict) and "identification" in v}
+    known = [r for r in _row_labels() if r in found]
+    main = {s.main_row for s in SCENARIOS.values()}
+    return [r for r in known if all_found or r in main] + (sorted(found - set(known)) if all_found else [])
+
+
+def _fid(job: Job) -> float | None:
+    value = job.table.get("image_quality", {}).get("fid")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _pct(value: float | None) -> str:
@@ -212,9 +230,11 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
         lines.append("Fixed λ: " + ", ".join(f"{k}={jobs[0].lambdas.get(k)}" for k in fixed) + ".")
     lines.append("")
     head = ["job", "status"] + [f"λ {k}" for k in varying] + (["other overrides"] if show_other else [])
+    labels = _row_labels()
     for s in scenarios:
-        head += [f"{LABELS.get(s, s)} id", f"{LABELS.get(s, s)} expr"]
-    head.append("Pareto")
+        head += [f"{labels.get(s, s)} id", f"{labels.get(s, s)} expr"]
+    show_fid = any(_fid(j) is not None for j in jobs)
+    head += (["FID"] if show_fid else []) + ["Pareto"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j in jobs:
         row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
@@ -222,10 +242,12 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
             row.append(_other_overrides(j))
         for s in scenarios:
             row += [_pct(j.ccr(s, "identification")), _pct(j.ccr(s, "expression"))]
+        if show_fid:
+            row.append("–" if _fid(j) is None else f"{_fid(j):.2f}")
         row.append("★" if j.pareto else "")
         lines.append("| " + " | ".join(row) + " |")
     front = [j.label for j in jobs if j.pareto]
-    lines += ["", f"Pareto front ({LABELS[PARETO_SCENARIO]}: no other job has both a lower identification and a "
+    lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]}: no other job has both a lower identification and a "
               f"higher expression CCR): jobs {', '.join(front) if front else '(none evaluated)'}. See pareto.png."]
     guess = _random_guess(jobs)
     if guess:
@@ -243,7 +265,7 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
     head = ["job", "dir", "status", "error", "overrides"] + [f"lambda.{k}" for k in keys]
     for s in scenarios:
         head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
-    head.append("pareto")
+    head += ["fid", "kid_x1000", "pareto"]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
@@ -253,7 +275,8 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
             for s in scenarios:
                 entry = j.table.get(s, {})
                 row += [entry.get("identification", ""), entry.get("expression", ""), entry.get("n", "")]
-            row.append(int(j.pareto))
+            quality = j.table.get("image_quality", {})
+            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto)]
             writer.writerow(row)
     return path
 
@@ -291,7 +314,7 @@ def draw_pareto(jobs: Sequence[Job], path: Path) -> tuple[Path, Path]:
     missing = len(jobs) - len(points)
     notes = [f"{missing} job(s) failed or not evaluated: not shown"] if missing else []
     header = "job: λ values" if _varying(jobs, _lambda_keys(jobs)) else "job"
-    fig = plots.pareto_figure(points, _random_guess(jobs), LABELS[PARETO_SCENARIO], key_header=header, notes=notes)
+    fig = plots.pareto_figure(points, _random_guess(jobs), _row_labels()[PARETO_SCENARIO], key_header=header, notes=notes)
     return plots.save_figure(fig, path)
 
 
@@ -354,20 +377,22 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, P
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pprl.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("multirun_dir", help="the sweep's folder (hydra.sweep.dir), e.g. multirun/2024-05-01/12-00-00")
-    parser.add_argument("--out", default=None, help="where to write the report (default: the multirun dir)")
-    args = parser.parse_args(argv)
+def _cli(cfg) -> int:
     try:
-        paths = write_report(args.multirun_dir, args.out)
+        paths = write_report(str(cfg.sweep_dir), cfg.out)
     except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"pprl.report: error: {exc}", file=sys.stderr)
         return 2
     print(paths["md"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
+def main() -> None:
+    from pprl.cli import run_hydra
+
+    run_hydra("report", _cli, positional=["sweep_dir"], options=["out"])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -7,6 +7,7 @@
 """
 
 from . import paper  # noqa: F401  isort: skip  (registers the scenarios, in Table 2 order)
+from . import quality  # noqa: F401  isort: skip
 from . import strong  # noqa: F401  isort: skip
 from . import linkability  # noqa: F401  isort: skip
 from pprl.faces import recognizer_attack  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)

@@ -6,6 +6,7 @@ computed once, lazily, by the first scenario that needs it (its time is counted 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -28,8 +29,9 @@ class AttackContext:
     """The model, the data and the attack config, plus the work shared between scenarios (computed lazily)."""
 
     def __init__(self, model, splits: FaceSplits, attack_cfg: DictConfig | dict, seed: int,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, run_dir: str | Path | None = None):
         self.model = model
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # where the judges are cached (None: not)
         self.splits = splits
         self.cfg = attack_cfg if isinstance(attack_cfg, DictConfig) else OmegaConf.create(attack_cfg)
         self.seed = int(seed)

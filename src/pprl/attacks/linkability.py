@@ -166,6 +166,7 @@ def _note(table: dict[str, Any]) -> list[str]:
 
 @scenario("linkability", title="Linkability (ROC AUC; 0.5 = no link)", label="linkability", suite="strong",
           block="linkability", validate=config_problems, note=_note, row="linkability_auc",
+          cells=lambda e: (f"AUC {e['auc']:.3f} [{e['auc_ci95'][0]:.3f}, {e['auc_ci95'][1]:.3f}]", "–"),
           requires=lambda cfg: {str(cfg["linkability"]["features_from"])})
 def run(ctx: AttackContext) -> list[LinkabilityResult]:
     """The linkability scenario: pairs of protected test images scored by an attacker's penultimate features."""

@@ -23,7 +23,7 @@ from .context import AttackContext
 
 Problems = list[str]
 #: suite name -> the scenario suites (`Scenario.suite`) it runs
-SUITES = {"all": ("paper",), "strong": ("paper", "strong")}
+SUITES = {"all": ("paper", "quality"), "strong": ("paper", "quality", "strong")}
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,15 @@ class Scenario:
     runner: Callable[[AttackContext], list[Any]]  # its rows: the main one first, then any extra rows
     title: str                                    # row title in table2.md
     label: str                                    # short name (report columns, plots)
-    suite: str                                    # "paper" (attack=all) or "strong" (added by attack=strong)
+    suite: str                                    # "paper", "quality" (both in attack=all), "strong" (attack=strong)
     block: str | None = None                      # the settings block of `cfg.attack` it trains with
     validate: Callable[[Mapping[str, Any], str], Problems] | None = None  # (block, "attack.<block>") -> problems
     requires: Callable[[Mapping[str, Any]], set[str]] | None = None       # attack cfg -> scenarios it reads
     row: str = ""                                 # the name of its main row in table2.json (default: `name`)
     rows: dict[str, str] = field(default_factory=dict)                  # extra row name -> title
     note: Callable[[dict[str, Any]], list[str]] | None = None           # table2.json -> Markdown notes
+    cells: Callable[[dict[str, Any]], tuple[str, str]] | None = None    # its entry -> the two table cells
+                                                                        # (rows that are not CCRs)
 
 
     @property
@@ -75,6 +77,11 @@ def row_titles() -> dict[str, str]:
         titles[s.main_row] = s.title
         titles.update(s.rows)
     return titles
+
+
+def scenario_of_row(row: str) -> Scenario | None:
+    """The scenario that writes `row` (its main row or an extra row), or None."""
+    return next((s for s in SCENARIOS.values() if row == s.main_row or row in s.rows), None)
 
 
 def requirements(names: list[str], attack_cfg: Mapping[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from pprl.plots import confusion_figure, save_figure
 
-from .registry import SCENARIOS, row_titles
+from .registry import SCENARIOS, row_titles, scenario_of_row
 from .results import TASKS, ScenarioResult, TaskResult
 from .stats import wilson_interval
 
@@ -66,10 +66,10 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     lines += [f"| Scenario | Identification{col} | Expression Recognition{col} | n |", "|---|---|---|---|"]
     titles = row_titles()
     for name, entry in table.items():
-        if "auc" in entry and "identification" not in entry:  # linkability: a ROC AUC, not a CCR
-            lo, hi = entry["auc_ci95"]
-            lines.append(f"| {titles.get(name, name)} | AUC {entry['auc']:.3f} [{lo:.3f}, {hi:.3f}] | – "
-                         f"| {entry['n']} |")
+        owner = scenario_of_row(name)
+        if "identification" not in entry and owner is not None and owner.cells is not None:  # not a CCR row
+            left, right = owner.cells(entry)
+            lines.append(f"| {titles.get(name, name)} | {left} | {right} | {entry.get('n', '')} |")
             continue
         if entry.get("skipped"):
             lines.append(f"| {titles.get(name, name)} | n/a | n/a | 0 |")

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from .registry import SOURCES, dataset_problems
+from .registry import dataset_problems, sources
 from .split import FaceSet, FaceSplits, make_splits
 
 
@@ -65,7 +65,7 @@ def load_faces(dataset_cfg) -> FaceSplits:
     problems = dataset_problems(cfg)
     if problems:
         raise ValueError("invalid dataset config:\n  " + "\n  ".join(problems))
-    arrays, meta = SOURCES[cfg["name"]].load(cfg)
+    arrays, meta = sources()[cfg["name"]].load(cfg)
     return make_splits(arrays["images"], arrays["identity"], arrays["expression"], meta["identities"],
                        meta["expressions"], train_fraction=float(cfg["train_fraction"]), seed=int(cfg["seed"]),
                        leave_out=cfg.get("leave_out") or [], skipped=meta["skipped"], image_size=int(cfg["image_size"]))

@@ -5,9 +5,9 @@ A source is declared once, on its loader (`pprl.data.synthetic`, `.ferg`, `.mug`
     @dataset_source("ferg", needs_root=True, layout=LAYOUT, labels=lambda cfg: (CHARACTERS, EXPRESSIONS))
     def load(cfg: dict) -> tuple[arrays, meta]: ...
 
-and its settings live in `conf/dataset/<name>.yaml`. The config check (`dataset_problems`, run before training
+and its settings live in `conf/dataset/<name>.yaml` (its module is listed in `SOURCE_MODULES`). The config check (`dataset_problems`, run before training
 and by `load_faces`), the loader dispatch and the label names known before reading the data (used to check
-`dataset.leave_out` early) derive from it. Adding a dataset is one decorated loader and one YAML file.
+`dataset.leave_out` early) derive from it. Adding a dataset is one decorated loader (its module named in `SOURCE_MODULES`) and one YAML file.
 """
 
 from __future__ import annotations
@@ -29,13 +29,26 @@ class DatasetSource:
     labels: Callable[[Mapping[str, Any]], Labels] = lambda cfg: (None, None)  # names known without reading data
 
 
-SOURCES: dict[str, DatasetSource] = {}
+SOURCES: dict[str, DatasetSource] = {}  # filled by the source modules; read it through `sources()`
+SOURCE_MODULES = ("synthetic", "ferg", "mug", "folder")
+
+
+def sources() -> dict[str, DatasetSource]:
+    """Every registered dataset source (imports the source modules on first use: `python -m pprl.data.synthetic`
+    must be able to run that module before the package has imported it)."""
+    import importlib
+
+    for module in SOURCE_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    return SOURCES
 
 
 def dataset_source(name: str, **fields: Any) -> Callable[[Callable], Callable]:
     """Register the decorated loader as dataset source `name` (see `DatasetSource` for the fields)."""
 
     def register(load: Callable) -> Callable:
+        if load.__module__ == "__main__":  # `python -m pprl.data.synthetic`: the package already registered it
+            return load
         if name in SOURCES:
             raise ValueError(f"dataset source {name!r} is registered twice")
         SOURCES[name] = DatasetSource(name=name, load=load, **fields)
@@ -55,9 +68,9 @@ def dataset_problems(d: Mapping[str, Any]) -> list[str]:
     if not _is_int(size) or size < 16 or size % 16:
         problems.append(f"dataset.image_size={size!r}: must be a positive multiple of 16 (16, 32, 48, 64, ...)")
     name = d.get("name")
-    source = SOURCES.get(name)
+    source = sources().get(name)
     if source is None:
-        problems.append(f"dataset.name={name!r}: allowed values are {', '.join(sorted(SOURCES))}")
+        problems.append(f"dataset.name={name!r}: allowed values are {', '.join(sorted(sources()))}")
     elif source.needs_root and (not d.get("root") or d.get("root") == "???"):
         problems.append(f"dataset.root: required for dataset={name}: the folder that holds {source.layout} "
                         f"(e.g. dataset.root=/data/{name})")

@@ -15,6 +15,7 @@ Every image is deterministic given (seed, identity, expression, index).
 from __future__ import annotations
 
 import colorsys
+import sys
 import math
 
 import numpy as np
@@ -334,30 +335,35 @@ def write_tree(root, identities, images_per_group: int, image_size: int = 32, se
     return total
 
 
-def main(argv=None) -> None:
-    """`python -m pprl.data.synthetic ROOT [--identities 6-11] [--per-group 120] [--size 32] [--seed 1]`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m pprl.data.synthetic",
-                                     description="Write drawn cartoon faces as a dataset=folder tree.")
-    parser.add_argument("root", help="output folder (<root>/<identity>/<expression>/<index>.png)")
-    parser.add_argument("--identities", default="6-11",
-                        help="character indices, 'a-b' or 'a,b,c' (0-5: the built-in set; default 6-11: others)")
-    parser.add_argument("--per-group", type=int, default=120, help="images per identity x expression")
-    parser.add_argument("--size", type=int, default=32, help="image size in pixels")
-    parser.add_argument("--seed", type=int, default=1, help="drawing seed (per-image variation)")
-    args = parser.parse_args(argv)
+def parse_identities(spec) -> list[int]:
+    """Character indices from 'a-b' (a range, both ends included), 'a,b,c' or a single index."""
+    text = str(spec).strip()
     try:
-        if "-" in args.identities:
-            first, last = (int(v) for v in args.identities.split("-"))
-            identities = range(first, last + 1)
-        else:
-            identities = [int(v) for v in args.identities.split(",")]
-        n = write_tree(args.root, identities, args.per_group, args.size, args.seed, progress=True)
+        if "-" in text:
+            first, last = (int(v) for v in text.split("-"))
+            return list(range(first, last + 1))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"identities={spec!r}: use 'a-b' (e.g. 6-11) or 'a,b,c' (e.g. 0,2,4)") from None
+
+
+def _cli(cfg) -> int:
+    try:
+        n = write_tree(cfg.root, parse_identities(cfg.identities), int(cfg.per_group), int(cfg.size), int(cfg.seed),
+                       progress=True)
     except ValueError as exc:
-        parser.error(str(exc))
-    print(f"wrote {n} images under {args.root}; train on them with: "
-          f"python -m pprl.train dataset=folder dataset.root={args.root} dataset.image_size={args.size}")
+        print(f"pprl.data.synthetic: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} images under {cfg.root}; train on them with: "
+          f"python -m pprl.train dataset=folder dataset.root={cfg.root} dataset.image_size={cfg.size}")
+    return 0
+
+
+def main() -> None:
+    """`python -m pprl.data.synthetic ROOT [--identities 6-11] [--per-group 120] [--size 32] [--seed 1]`."""
+    from pprl.cli import run_hydra
+
+    run_hydra("data_synthetic", _cli, positional=["root"], options=["identities", "per_group", "size", "seed"])
 
 
 if __name__ == "__main__":
