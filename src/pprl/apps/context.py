@@ -90,6 +90,15 @@ class Context:
         """A CPU torch generator determined by `seed` and `salt`."""
         return torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + _salt(salt))
 
+    def quality(self, synthesized: np.ndarray) -> dict:
+        """Domain FID / KID of uint8 synthesized images against the real test images, with the real-vs-real
+        floor (`pprl.quality`, in the judges' feature space; settings in conf/judges/default.yaml)."""
+        from pprl.quality import quality_entry
+
+        rc = self.cfg.reference
+        return quality_entry(self.refs, self.splits.test.images, self.splits.train.images, synthesized,
+                             int(rc.kid_subset_size), int(rc.kid_subsets), self.seed)
+
     @property
     def refs(self) -> "ReferenceClassifiers":
         """The reference classifiers (judges) of the run, trained or loaded on first use."""

@@ -54,7 +54,8 @@ def run(ctx: Context) -> tuple[list, dict]:
 
     idx = score_subset(ctx, len(ctx.splits.test), "identity_swap")
     test = test_inputs(ctx, idx.tolist())
-    scores = {"shown": swap_scores(ctx, shown, outputs, targets),
-              "test": swap_scores(ctx, test, swap(ctx, test.images, targets, "test"), targets)}
+    protected = swap(ctx, test.images, targets, "test")
+    scores = {"shown": swap_scores(ctx, shown, outputs, targets), "test": swap_scores(ctx, test, protected, targets),
+              "quality": ctx.quality(protected.reshape(-1, *protected.shape[2:]))}
     write_scores(ctx, scores, figures, {"shown": shown.names, "scored": f"{len(idx)} test images"})
     return figures, scores

@@ -38,9 +38,10 @@ def run(ctx: Context) -> tuple[list, dict]:
     n = int(ctx.task.score_draws)
     f = prior_draws(ctx, n, "score")
     n_e = len(ctx.expressions)
-    per_identity, id_hits, pooled = {}, [], np.zeros(n_e, np.int64)
+    per_identity, id_hits, pooled, drawn = {}, [], np.zeros(n_e, np.int64), []
     for c in targets:
         out = decode(ctx, f, c)
+        drawn.append(out)
         id_ok = accuracy(ctx.refs.identity_probs(out), np.full(n, c))
         counts = np.bincount(ctx.refs.expression_probs(out).argmax(1), minlength=n_e)
         pooled += counts
@@ -51,7 +52,8 @@ def run(ctx: Context) -> tuple[list, dict]:
               "expression_entropy": h, "expression_entropy_max": float(np.log(n_e)),
               "expression_entropy_normalized": h / float(np.log(n_e)) if n_e > 1 else 0.0,
               "expression_histogram": {e: int(k) for e, k in zip(ctx.expressions, pooled)},
-              "per_identity": per_identity, "chance_identity": 1.0 / len(ctx.identities)}
+              "per_identity": per_identity, "chance_identity": 1.0 / len(ctx.identities),
+              "quality": ctx.quality(np.concatenate(drawn))}
     write_scores(ctx, scores, figures, {"shown": f"{draws} draws x {len(targets)} identities",
                                         "scored": f"{n} draws x {len(targets)} identities"})
     return figures, scores
