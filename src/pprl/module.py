@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 from torch import nn
 
 from pprl import losses, objective
-from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights, spectral_normalize
+from pprl.nets import (Decoder, Discriminator, Encoder, LatentClassifier, diff_augment, init_weights,
+                       spectral_normalize)
 
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
 
@@ -56,6 +57,7 @@ class PPRLVGAN(pl.LightningModule):
         upsample: str,
         spectral_norm: bool,
         ema_decay: float,
+        diff_augment: Sequence[str],
         release_kl: float,
         latent_adversary_hidden: Sequence[int],
         seed: int,
@@ -113,6 +115,12 @@ class PPRLVGAN(pl.LightningModule):
     @property
     def num_identities(self) -> int:
         return self.hparams.num_identities
+
+    def augment_for_d(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """What D sees of a batch in training: `model.diff_augment` (real and synthesized alike, in D and G
+        steps; none in the paper)."""
+        policy = self.hparams.diff_augment
+        return diff_augment(x, policy, generator) if policy else x
 
     def generator_nets(self) -> tuple[nn.Module, nn.Module]:
         """(encoder, decoder) of G as used now: the live networks in training, their moving average (if
