@@ -62,10 +62,14 @@ def _attack_III_note(table: dict[str, Any]) -> list[str]:
     variant = row.get("variant")
     if variant is None:
         return []
-    rule = row.get("chosen_by", "higher test identification (an earlier pprl)")
-    lines = [f"- Attack Scenario III reports {_F_WORDS.get(variant, variant)}, chosen among the released views of f "
-             f"(μ, a draw of q(f|I)) by the attacker's {rule} (its own validation slice of the training images, "
-             "never the test set)."]
+    rule = row.get("chosen_by")
+    if rule is None:  # written by an earlier pprl
+        lines = [f"- Attack Scenario III reports {_F_WORDS.get(variant, variant)}, the variant with the higher test "
+                 "identification (chosen on test by an earlier pprl; re-evaluate attack_III to choose on validation)."]
+    else:
+        lines = [f"- Attack Scenario III reports {_F_WORDS.get(variant, variant)}, chosen among the released views of "
+                 f"f (μ, a draw of q(f|I)) by the attacker's {rule} (its own validation slice of the training "
+                 "images, never the test set)."]
     if "attack_III_mu_unmasked" in table:
         same = " (the same as μ: this model releases every dim)" if table["attack_III_mu_unmasked"].get("same_as") else ""
         lines.append(f"- The unmasked μ row is what an attacker holding the encoder network reads{same}; "

@@ -244,10 +244,11 @@ def _attack_III_strong_note(table: dict[str, Any]) -> list[str]:
     s3 = table["attack_III_strong"]
     each = ", ".join(f"{k} {100 * v['identification']:.2f}%" for k, v in s3["attackers"].items())
     f = {"mu": "μ", "sampled": "a draw from q(f|I)", "mu_unmasked": "the unmasked μ"}.get(s3["variant"], s3["variant"])
-    rule = s3.get("chosen_by", "test accuracy (an earlier pprl)")
-    return [f"- Attack III, strong (f = {f}): per column the attacker chosen by its {rule} on the attackers' own "
-            f"validation slice, never the test set ({s3['best']['identification']} / {s3['best']['expression']}); "
-            f"test identification of each: {each}."]
+    rule = s3.get("chosen_by")
+    how = (f"the attacker chosen by its {rule} (the attackers' own validation slice, never the test set)" if rule
+           else "the best attacker on the test set (an earlier pprl; re-evaluate to choose on validation)")
+    return [f"- Attack III, strong (f = {f}): per column {how} ({s3['best']['identification']} / "
+            f"{s3['best']['expression']}); test identification of each: {each}."]
 
 
 @scenario("attack_III_strong", title="Attack III, strong (best of MLP / logistic / k-NN on f)",

@@ -144,14 +144,9 @@ def interval_note(table: dict[str, dict[str, Any]]) -> list[str]:
             by_method.setdefault(method, []).append(name)
         elif method is None and "identification_ci95" in entry and entry.get("identification") is not None:
             by_method.setdefault("earlier", []).append(name)
-    lines = []
-    if by_method.get("earlier"):
-        lines.append(f"- {', '.join(by_method['earlier'])}: written by an earlier pprl, whose brackets are Wilson "
-                     "intervals over all n decisions even where one test image gave several (too narrow there); "
-                     "re-evaluate them for grouped intervals.")
+    lines = ["- Brackets: 95 % intervals."]
     if by_method.get("wilson"):
-        lines.append(f"- Brackets: 95 % intervals. One decision per test image ({', '.join(by_method['wilson'])}): "
-                     "Wilson score interval over the n decisions.")
+        lines[0] += f" One decision per test image ({', '.join(by_method['wilson'])}): Wilson score interval."
     clustered = by_method.get("cluster_bootstrap", [])
     if clustered:
         deffs = []
@@ -161,11 +156,15 @@ def interval_note(table: dict[str, dict[str, Any]]) -> list[str]:
             shown = " / ".join("–" if d.get(t) is None else f"{d[t]:.2f}" for t in TASKS)
             deffs.append(f"{name} {shown}")
         groups = table[clustered[0]]["interval"].get("groups")
-        lines.append(f"- {', '.join(clustered)} test all N_id protected versions G(I, c) of each test image "
-                     f"(n = N_test x N_id decisions, not independent): cluster bootstrap over the {groups} source "
-                     f"images ({BOOTSTRAP_RESAMPLES} seeded resamples, percentile interval), widened to the Wilson "
-                     "interval over the n decisions where that is wider. Design effect (variance over that of n "
-                     f"independent decisions; identification / expression): {'; '.join(deffs)}.")
+        lines.append(f"- N_id decisions per test image (all protected versions G(I, c); n = N_test x N_id, not "
+                     f"independent) in {', '.join(clustered)}: cluster bootstrap over the {groups} source images "
+                     f"({BOOTSTRAP_RESAMPLES} seeded resamples, percentile interval), widened to the Wilson interval "
+                     "over the n decisions where that is wider. Design effect (variance over that of n independent "
+                     f"decisions; identification / expression): {'; '.join(deffs)}.")
+    if by_method.get("earlier"):
+        lines.append(f"- {', '.join(by_method['earlier'])}: written by an earlier pprl, whose brackets are Wilson "
+                     "intervals over all n decisions even where one test image gave several (too narrow there); "
+                     "re-evaluate them for grouped intervals.")
     return lines
 
 
