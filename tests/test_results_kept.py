@@ -92,6 +92,8 @@ def test_evaluating_some_scenarios_keeps_the_rest(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     results = run / "results"
+    for old in results.glob("table2*"):  # other tests evaluate the shared tiny run
+        old.unlink()
     earlier = {"attack_II": {"identification": 0.5, "expression": 0.9, "n": 63, "identification_ci95": [0.4, 0.6],
                              "expression_ci95": [0.8, 0.95], "seconds": 1.0}}
     (results / "table2.json").write_text(json.dumps(earlier))  # written by an earlier pprl: no time, no history
@@ -208,3 +210,23 @@ def test_benchmarks_write_the_tracked_file_only_when_asked(tmp_path):
     assert default.parent == Path(".") and default.name.startswith("benchmark-")
     with pytest.raises(SystemExit):
         results_path(tmp_path / "r.md", True)
+
+
+def test_cli_resume_continues_in_its_run_dir(tmp_path):
+    """`python -m pprl.train resume=<run dir>` without hydra.run.dir: the same run dir, its metrics kept."""
+    from conftest import TINY_OVERRIDES
+
+    run = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-m", "pprl.train", *TINY_OVERRIDES, "trainer.max_epochs=1",
+                            f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.strip().splitlines()[-1] == f"run dir: {run.resolve()}"
+    before = (run / "csv" / "metrics.csv").read_text().splitlines()
+    again = subprocess.run([sys.executable, "-m", "pprl.train", *TINY_OVERRIDES, "trainer.max_epochs=2",
+                            f"resume={run}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == f"run dir: {run.resolve()}"
+    assert not (tmp_path / "outputs").exists()  # no new run dir
+    assert "will be deleted" not in again.stdout + again.stderr
+    after = (run / "csv" / "metrics.csv").read_text().splitlines()
+    assert after[:len(before)] == before and len(after) > len(before)
