@@ -37,6 +37,10 @@ def test_validation_is_carved_from_train_per_group_and_leaves_test_alone():
     assert np.bincount(groups, minlength=21).tolist() == [2] * 21  # round(0.25 * 8 train images) per group
     again = make_splits(images, identity, expression, names, exprs, seed=3, val_fraction=0.25)
     assert np.array_equal(again.val.images, carved.val.images)
+    from pprl.data.__main__ import count_table, render_text
+
+    text = render_text(carved, *(count_table(carved, s) for s in (carved.train, carved.test, carved.val)))
+    assert f"{len(carved.train)} train / 42 validation / {len(carved.test)} test" in text and "6/2/2" in text
 
 
 def test_val_fraction_is_checked():
