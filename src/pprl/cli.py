@@ -68,24 +68,21 @@ def one_line(exc: BaseException, config_name: str = "") -> str:
     from hydra.errors import MissingConfigException
     from omegaconf.errors import MissingMandatoryValue
 
+    from pprl.clihelp import command_name, option_comment, visible_options
+
     if isinstance(exc, MissingMandatoryValue):
         key = getattr(exc, "full_key", "") or str(exc).split(":")[-1].strip()
-        from pprl.clihelp import option_comment
-
         meaning = option_comment(config_name, key)
         return f"{key} is required{f' ({meaning})' if meaning else ''}: pass {key}=..."
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
-        from pprl.clihelp import visible_options
-
         group, _, option = str(exc.missing_cfg_file).rpartition("/")
         allowed = visible_options(group, list(exc.options))
         return f"{group}={option}: no such option; allowed: {', '.join(allowed)}"
     unknown = re.match(r"Could not override '([^']+)'", str(exc))
     if unknown:
-        from pprl.clihelp import command_name
-
-        return (f"{unknown.group(1)}: no such setting in {command_name(config_name)} (python -m "
-                f"{command_name(config_name)} --help lists them); a new key needs a leading +, e.g. +{unknown.group(1)}=...")
+        key, command = unknown.group(1), command_name(config_name)
+        return (f"{key}: no such setting in {command} (python -m {command} --help lists them); a new key needs a "
+                f"leading +, e.g. +{key}=...")
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
