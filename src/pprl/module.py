@@ -181,13 +181,15 @@ class PPRLVGAN(pl.LightningModule):
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + noise * (0.5 * logvar).exp()
 
-    def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
+                  released: bool = True) -> torch.Tensor:
         """f(I): a draw from q(f|I) (`sample=True`) or its mean mu; outside training the mean is the released
-        one (`release`), the representation a deployment hands out."""
+        one (`release`), the representation a deployment hands out. `released=False` gives the whole, unmasked
+        mean (what an attacker holding the encoder network reads)."""
         mu, logvar = self.encode(x)
         if sample:
             return self.reparameterize(mu, logvar, generator)
-        return mu if self.training else self.release(mu, logvar)[0]
+        return mu if self.training or not released else self.release(mu, logvar)[0]
 
     def decode(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Dec(f ⊕ c): identity as indices (B,) or codes (B, N_id)."""

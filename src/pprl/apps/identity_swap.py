@@ -19,7 +19,7 @@ from .scores import accuracy, write_scores
 def swap(ctx: Context, images: np.ndarray, targets: list[int], salt: str) -> np.ndarray:
     """(N, len(targets), H, W, 3) uint8: G(I, c) for each input and target code."""
     f = latents(ctx, images, salt)
-    return np.stack([decode(ctx, f, c) for c in targets], axis=1)
+    return np.stack([decode(ctx, f, c) for c in ctx.progress(targets, "identity codes")], axis=1)
 
 
 def swap_scores(ctx: Context, inputs: Inputs, outputs: np.ndarray, targets: list[int]) -> dict:

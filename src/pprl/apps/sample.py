@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pprl.errors import ConfigError
 from pprl.plots import labelled_grid, save_figure
 
 from .context import Context, decode
@@ -27,9 +28,9 @@ def run(ctx: Context) -> tuple[list, dict]:
     targets = target_identities(ctx)
     draws = int(ctx.task.draws)
     if draws < 1 or int(ctx.task.score_draws) < 1:
-        raise ValueError(f"task.draws / task.score_draws must be >= 1, got {draws} / {ctx.task.score_draws}")
+        raise ConfigError(f"task.draws / task.score_draws must be >= 1, got {draws} / {ctx.task.score_draws}")
     f = prior_draws(ctx, draws, "figure")
-    tiles = np.stack([decode(ctx, f, c) for c in targets], axis=1)
+    tiles = np.stack([decode(ctx, f, c) for c in ctx.progress(targets, "identity codes")], axis=1)
     fig = labelled_grid(tiles, ctx.tile_scale, row_labels=[f"f{k + 1}" for k in range(draws)],
                           col_labels=[f"c={ctx.identities[c]}" for c in targets],
                           title="Synthesis without input (Fig. 4): f ~ N(0, I) per row, identity code per column")

@@ -18,8 +18,12 @@ from tqdm.auto import tqdm
 from pprl.data import FaceSet, images_to_tensor, tensor_to_images
 
 
-#: the two views of f(I) an attacker on the representation can take: the mean mu, or a draw from q(f|I)
-F_VARIANTS = ("mu", "sampled")
+#: the views of f(I) an attacker on the representation can take: the released mean mu (`represent(sample=False)`,
+#: what the model hands out), a draw from the whole posterior q(f|I), and the whole unmasked mean (what an attacker
+#: holding the encoder network reads; the same as "mu" when the model releases every dim, `model.release_kl=0`)
+F_VARIANTS = ("mu", "sampled", "mu_unmasked")
+#: the variants a deployment releases (attack III's row is chosen among them)
+RELEASED_VARIANTS = ("mu", "sampled")
 
 
 @dataclass
@@ -87,9 +91,13 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
 
 
 @torch.inference_mode()
-def latent_features(model, faces: FaceSet, sample: bool, batch_size: int = 256, seed: int = 0,
+def latent_features(model, faces: FaceSet, variant: str, batch_size: int = 256, seed: int = 0,
                     desc: str = "encode") -> np.ndarray:
-    """f(I) for every image (attack III): the mean mu (`sample=False`) or one draw from q(f|I), float32 (N, d)."""
+    """f(I) for every image (attack III) as one of `F_VARIANTS`: the released mean, one draw from q(f|I) or the
+    unmasked mean; float32 (N, d)."""
+    if variant not in F_VARIANTS:
+        raise ValueError(f"latent_features: variant={variant!r}; allowed: {', '.join(F_VARIANTS)}")
+    sample, released = variant == "sampled", variant != "mu_unmasked"
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     was_training = model.training
@@ -98,7 +106,8 @@ def latent_features(model, faces: FaceSet, sample: bool, batch_size: int = 256, 
     try:
         for start in tqdm(range(0, len(faces), batch_size), desc=desc, unit="batch", leave=False, disable=None):
             x = images_to_tensor(faces.images[start:start + batch_size]).to(device)
-            chunks.append(model.represent(x, sample=sample, generator=generator).float().cpu().numpy())
+            chunks.append(model.represent(x, sample=sample, generator=generator, released=released)
+                          .float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -15,11 +15,12 @@ Every image is deterministic given (seed, identity, expression, index).
 from __future__ import annotations
 
 import colorsys
-import sys
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pprl.errors import ConfigError
 
 from .registry import dataset_source
 
@@ -294,7 +295,7 @@ def load(cfg: dict):
     n_id, per = int(cfg["num_identities"]), int(cfg["images_per_group"])
     size, rseed = int(cfg["image_size"]), int(cfg["render_seed"])
     if n_id < 1 or per < 1:
-        raise ValueError(f"dataset.num_identities and dataset.images_per_group must be >= 1, got {n_id}, {per}")
+        raise ConfigError(f"dataset.num_identities and dataset.images_per_group must be >= 1, got {n_id}, {per}")
 
     def build():
         images, ident, expr = render_set(n_id, per, size, rseed, progress=True)
@@ -321,7 +322,7 @@ def write_tree(root, identities, images_per_group: int, image_size: int = 32, se
     root = Path(root)
     identities = list(identities)
     if not identities or min(identities) < 0 or images_per_group < 1:
-        raise ValueError("write_tree: need identities >= 0 and images_per_group >= 1")
+        raise ConfigError("write_tree: need identities >= 0 and images_per_group >= 1")
     names = identity_names(max(identities) + 1)
     total = len(identities) * len(EXPRESSIONS) * images_per_group
     with tqdm(total=total, desc=f"pprl: writing {root}", disable=not progress) as bar:
@@ -344,18 +345,17 @@ def parse_identities(spec) -> list[int]:
             return list(range(first, last + 1))
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"identities={spec!r}: use 'a-b' (e.g. 6-11) or 'a,b,c' (e.g. 0,2,4)") from None
+        raise ConfigError(f"identities={spec!r}: use 'a-b' (e.g. 6-11) or 'a,b,c' (e.g. 0,2,4)") from None
 
 
 def _cli(cfg) -> int:
-    try:
-        n = write_tree(cfg.root, parse_identities(cfg.identities), int(cfg.per_group), int(cfg.size), int(cfg.seed),
-                       progress=True)
-    except ValueError as exc:
-        print(f"pprl.data.synthetic: error: {exc}", file=sys.stderr)
-        return 2
+    from pprl.cli import print_written
+
+    n = write_tree(cfg.root, parse_identities(cfg.identities), int(cfg.per_group), int(cfg.size), int(cfg.seed),
+                   progress=True)
     print(f"wrote {n} images under {cfg.root}; train on them with: "
           f"python -m pprl.train dataset=folder dataset.root={cfg.root} dataset.image_size={cfg.size}")
+    print_written("dataset", cfg.root)
     return 0
 
 
