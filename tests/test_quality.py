@@ -7,7 +7,7 @@ import pytest
 
 from conftest import compose_train, tiny_model
 from pprl.attacks import AttackContext, run_scenarios, table_dict
-from pprl.attacks.table import render_markdown
+from pprl.attacks.table import log_table, render_markdown
 from pprl.config import compose_config
 from pprl.data import load_faces
 from pprl.judges import reference_classifiers
@@ -59,3 +59,14 @@ def test_image_quality_row_in_table_2(splits, tmp_path):
     assert (tmp_path / "figures" / "reference_classifiers.pt").is_file()  # the judges are cached with the run
     md = render_markdown(table)
     assert f"FID {row['fid']:.2f} (floor {row['floor_fid']:.2f})" in md and "Image quality" in md
+
+    class Recorder:  # a logger: the W&B run and the CSV get the same scalars
+        metrics: dict = {}
+
+        def log_metrics(self, metrics, step=None):
+            self.metrics.update(metrics)
+
+    recorder = Recorder()
+    log_table(table, [recorder])
+    assert recorder.metrics["table2/image_quality/fid"] == pytest.approx(row["fid"])
+    assert recorder.metrics["table2/image_quality/floor_fid"] == pytest.approx(row["floor_fid"])

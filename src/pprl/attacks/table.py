@@ -201,10 +201,11 @@ def write_table(rows: dict[str, ScenarioResult], results_dir: str | Path, datase
 
 
 def log_table(table: dict[str, dict[str, Any]], loggers: Iterable[Any], results_dir: Path | None = None) -> None:
-    """Send the table to Lightning loggers: `table2/<scenario>/<task>` scalars to every logger, and a
-    `wandb.Table` (+ the confusion PNGs) to any WandbLogger."""
+    """Send the table to Lightning loggers: `table2/<scenario>/<figure>` scalars (CCRs, linkability AUC, image
+    quality FID / KID) to every logger, and a `wandb.Table` (+ the confusion PNGs) to any WandbLogger."""
+    figures = (*TASKS, "auc", "fid", "kid_x1000", "floor_fid", "floor_kid_x1000")
     metrics = {f"table2/{name}/{key}": float(entry[key]) for name, entry in table.items()
-               for key in (*TASKS, "auc") if isinstance(entry.get(key), (int, float))}
+               for key in figures if isinstance(entry.get(key), (int, float))}
     for lg in loggers or ():
         lg.log_metrics(metrics)
         if type(lg).__name__ == "WandbLogger":
