@@ -112,3 +112,17 @@ def test_ema_run_saves_and_reloads_the_average(tmp_path):
     assert model.ema is not None
     assert any(not torch.equal(a, b) for a, b in zip(model.ema.parameters(),
                                                       [*model.encoder.parameters(), *model.decoder.parameters()]))
+
+
+def test_reconstruction_of_every_image_uses_its_own_code():
+    """loss.reconstruction=all: rec is the L1 of a second decode G(I, y_id) for every image (not only the samples
+    whose drawn code c happens to be their own identity)."""
+    model = tiny_model(overrides=["loss.reconstruction=all"])
+    x, ident, expr = torch.rand(8, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (8,)), torch.randint(0, 7, (8,))
+    g = objective.generator_terms(model, x, ident, expr, model.term_weights, torch.Generator().manual_seed(0))
+    rng = torch.Generator().manual_seed(0)
+    model.random_identity(8, rng)  # the same draws, in the same order: c, the noise of G(I, c), then of G(I, y_id)
+    mu, logvar = model.encode(x)
+    model.reparameterize(mu, logvar, rng)
+    own = model.decode(model.reparameterize(mu, logvar, rng), ident)
+    assert g.terms["rec_reconstruction"].item() == pytest.approx((own - x).abs().mean().item(), rel=1e-5)

@@ -130,6 +130,8 @@ def _check_model(cfg: DictConfig) -> list[str]:
             problems.append(f"model.{key}={m[key]!r}: must be true or false")
     if cfg.loss.generator not in GENERATOR_LOSSES:
         problems.append(f"loss.generator={cfg.loss.generator!r}: allowed values are {', '.join(GENERATOR_LOSSES)}")
+    if cfg.loss.reconstruction not in ("matched", "all"):
+        problems.append(f"loss.reconstruction={cfg.loss.reconstruction!r}: allowed values are matched, all")
     smoothing = cfg.loss.label_smoothing
     if not _is_number(smoothing) or not 0 <= smoothing < 1:
         problems.append(f"loss.label_smoothing={smoothing!r}: must be in [0, 1)")

@@ -75,7 +75,8 @@ class PPRLVGAN(pl.LightningModule):
         self.automatic_optimization = False
         self.lambdas = {k: float(v) for k, v in lambdas.items()}
         self.term_weights = losses.term_weights(self.lambdas, loss.get("d1_fake_weight"))
-        self.loss_settings = {"generator": str(loss["generator"]), "label_smoothing": float(loss["label_smoothing"])}
+        self.loss_settings = {"generator": str(loss["generator"]), "label_smoothing": float(loss["label_smoothing"]),
+                              "reconstruction": str(loss["reconstruction"])}
         self.encoder = Encoder(image_size, width, latent_dim)
         self.decoder = Decoder(image_size, width, latent_dim, num_identities, upsample)
         self.discriminator = Discriminator(image_size, width, num_identities, num_expressions)

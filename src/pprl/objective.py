@@ -60,7 +60,8 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
 def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
                     weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
     """Eq. 6 on G(I, c) with a fresh uniform code c per sample; with their weights > 0 also the reconstruction
-    of I where c is I's own identity (`rec_reconstruction`), the latent confusion (`g5_latent_confusion`) and
+    of I by G(I, y_id) (`rec_reconstruction`: on the samples whose c is I's own identity, or with
+    `loss.reconstruction=all` on a second decode of every image with its own code), the latent confusion (`g5_latent_confusion`) and
     feature matching on D's trunk (`fm_feature_matching`)."""
     target = model.random_identity(x.shape[0], generator)
     mu, logvar = model.encode(x)
@@ -70,7 +71,11 @@ def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: 
     terms = losses.generator_terms(fake_logit, id_logits, target, expr_logits, expression, mu, logvar,
                                    form=model.loss_settings["generator"])
     if weights["rec_reconstruction"] > 0:
-        terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
+        if model.loss_settings["reconstruction"] == "all":  # a second decode: every image with its own code
+            own = model.decode(model.reparameterize(mu, logvar, generator), model.one_hot(identity))
+            terms["rec_reconstruction"] = losses.reconstruction_loss(own, x, torch.ones_like(identity, dtype=torch.bool))
+        else:  # the samples whose drawn code c happens to be their own identity
+            terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
     if weights["g5_latent_confusion"] > 0:
         terms["g5_latent_confusion"] = losses.confusion_loss(model.latent_adversary(losses.standardize(mu)))
     if weights["fm_feature_matching"] > 0:
