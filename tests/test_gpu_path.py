@@ -359,3 +359,27 @@ def test_a_job_records_its_gpu_slot_and_times(tmp_path, monkeypatch):
     assert summary["speed"] == {"precision": "32-true", "channels_last": False, "compile": False,
                                 "data_on_device": False}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7,8" and gpu_pool.SLOT_ENV not in os.environ
+
+
+def test_the_report_shows_each_jobs_gpu_and_wall_time(tmp_path):
+    import csv
+
+    from pprl.report import write_report
+    from test_report import fake_job
+
+    placed = {"device": "cuda:0", "device_name": "NVIDIA H200", "gpu": "3", "gpu_slot": 1, "wall_seconds": 300.0,
+              "evaluate_seconds": 60.0, "job_seconds": 372.0}
+    first = fake_job(tmp_path, 0, 0.3, (0.4, 0.8))
+    (first / "results" / "train_summary.json").write_text(json.dumps(placed))
+    second = fake_job(tmp_path, 1, 0.6, (0.3, 0.7))
+    (second / "results" / "train_summary.json").write_text(json.dumps({"device": "cpu", "device_name": "x86_64",
+                                                                       "gpu": None, "wall_seconds": 90.0}))
+    fake_job(tmp_path, 2, 1.2)  # killed: no summary
+    paths = write_report(tmp_path)
+    rows = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
+    assert rows[0].endswith("| device | time | Pareto |")
+    assert "| GPU 3 slot 1 (NVIDIA H200) | 6.2 min |" in rows[1]
+    assert "| x86_64 | 1.5 min |" in rows[2] and rows[3].endswith("| – | – |  |")
+    table = list(csv.DictReader(paths["csv"].open()))
+    assert (table[0]["gpu"], table[0]["gpu_slot"], table[0]["job_seconds"]) == ("3", "1", "372.0")
+    assert table[2]["device"] == ""

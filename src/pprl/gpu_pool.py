@@ -245,3 +245,28 @@ def placement(device) -> dict[str, object]:
     return {"device": str(device), "device_name": name or platform.processor() or platform.machine(),
             "gpu": os.environ.get(PINNED_ENV), "gpu_slot": int(slot) if slot else None,
             "visible_devices": os.environ.get(VISIBLE_ENV)}
+
+
+#: what the sweep report shows of a job's placement (`report.csv` columns; `report.md`: `job_cells`)
+PLACEMENT_KEYS = ("device", "device_name", "gpu", "gpu_slot", "wall_seconds", "evaluate_seconds", "job_seconds")
+
+
+def read_summary(job_dir: Path) -> dict:
+    """A job's `results/train_summary.json` ({} when it has none or it cannot be read)."""
+    try:
+        return json.loads((Path(job_dir) / "results" / "train_summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def job_cells(summary: dict) -> list[str]:
+    """The report.md cells of a job's `train_summary.json`: where it ran (device name, pool GPU / slot) and its
+    wall time (the whole job; training alone when it did not evaluate)."""
+    if not summary:
+        return ["–", "–"]
+    where = summary.get("device_name") or summary.get("device") or "?"
+    if summary.get("gpu") is not None:
+        where = f"GPU {summary['gpu']}" + (f" slot {summary['gpu_slot']}" if summary.get("gpu_slot") else "") + \
+            f" ({where})"
+    seconds = summary.get("job_seconds", summary.get("wall_seconds"))
+    return [where, "–" if seconds is None else f"{float(seconds) / 60:.1f} min"]

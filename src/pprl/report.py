@@ -6,7 +6,7 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 `results/failed.json` when the job failed or diverged) and writes, into the folder (or `--out`):
 
 - `report.md`: one row per job: its λ values, its identification and expression CCR per scenario (%), whether it
-  is on the Pareto front, and failed jobs with their error;
+  is on the Pareto front, where it ran and its wall time (results/train_summary.json), failed jobs with their error;
 - `report.csv`: the same, unrounded, with every λ and the test-set size n of each scenario;
 - `pareto.png` / `.pdf`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
   higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from pprl import plots
+from pprl import gpu_pool, plots
 from pprl.imageio import atomic_path
 
 TASKS = ("identification", "expression")
@@ -61,6 +61,7 @@ class Job:
     lambdas: dict[str, Any] = field(default_factory=dict)
     table: dict[str, dict[str, Any]] = field(default_factory=dict)
     pareto: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)  # results/train_summary.json (device, wall times)
 
     @property
     def label(self) -> str:
@@ -97,7 +98,7 @@ def _job_num(job_dir: Path) -> int | None:
 def read_job(job_dir: Path, root: Path) -> Job:
     """A Job from its dir: status from results/{table2,failed,train_summary}.json, λ from .hydra/config.yaml."""
     job = Job(dir=job_dir, name=str(job_dir.relative_to(root)) if job_dir != root else job_dir.name,
-              num=_job_num(job_dir), status="ok")
+              num=_job_num(job_dir), status="ok", summary=gpu_pool.read_summary(job_dir))
     try:
         cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         lam = cfg.get("lambda")
@@ -234,7 +235,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     for s in scenarios:
         head += [f"{labels.get(s, s)} id", f"{labels.get(s, s)} expr"]
     show_fid = any(_fid(j) is not None for j in jobs)
-    head += (["FID"] if show_fid else []) + ["Pareto"]
+    head += (["FID"] if show_fid else []) + ["device", "time", "Pareto"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j in jobs:
         row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
@@ -244,7 +245,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
             row += [_pct(j.ccr(s, "identification")), _pct(j.ccr(s, "expression"))]
         if show_fid:
             row.append("–" if _fid(j) is None else f"{_fid(j):.2f}")
-        row.append("★" if j.pareto else "")
+        row += [*gpu_pool.job_cells(j.summary), "★" if j.pareto else ""]
         lines.append("| " + " | ".join(row) + " |")
     front = [j.label for j in jobs if j.pareto]
     lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]}: no other job has both a lower identification and a "
@@ -265,7 +266,7 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
     head = ["job", "dir", "status", "error", "overrides"] + [f"lambda.{k}" for k in keys]
     for s in scenarios:
         head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
-    head += ["fid", "kid_x1000", "pareto"]
+    head += ["fid", "kid_x1000", "pareto", *gpu_pool.PLACEMENT_KEYS]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
@@ -276,7 +277,8 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
                 entry = j.table.get(s, {})
                 row += [entry.get("identification", ""), entry.get("expression", ""), entry.get("n", "")]
             quality = j.table.get("image_quality", {})
-            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto)]
+            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto),
+                    *(j.summary.get(k, "") for k in gpu_pool.PLACEMENT_KEYS)]
             writer.writerow(row)
     return path
 
