@@ -10,7 +10,9 @@ Sections (each a ratio measured in this one process, so machine-wide noise hits 
   datapath the device data path alone vs the host DataLoader path vs training; Trainer with it on / off
   eval     protected-set generation and attacker training, data on the device vs on the host
   sweep    8 short training jobs on one GPU through `hydra/launcher=gpus` with jobs_per_gpu = 1, 2, 4
-Without a GPU only the CPU parts run (`--quick`: tiny sizes, to check that the script works).
+Without a GPU only the CPU parts run (`--quick`: tiny sizes, to check that the script works). `--budget` (default
+540 s) bounds the benchmarks: the sweep's jobs shrink to what is left; a section that fails is recorded and the
+rest go on; the results are rewritten after every section.
 `--paper` then runs the paper-scale run (experiment=ferg_scale, 100 epochs, Table 2) and `--sweep9 K` the
 9-point λ grid (+sweep=paper_grid) with K jobs per GPU; both write into `--work` and add their times here.
 Writes `--out` (markdown) and the same figures as JSON beside it; never benchmarks/RESULTS.md.
@@ -61,11 +63,6 @@ def resolved(cfg) -> dict:
     return {"device": device.type, "precision": resolve_precision(cfg.trainer.precision, device),
             **model_switches(cfg.model, device),
             "data_on_device": resolve_data_on_device(cfg.train.data_on_device, device)}
-
-
-def describe(settings: dict) -> str:
-    return ", ".join([settings["precision"]] + [k for k in ("channels_last", "compile", "data_on_device")
-                                                   if settings[k]])
 
 
 # ---------------------------------------------------------------------------- sections
@@ -250,15 +247,62 @@ def run_paper(work: Path, rows: dict, sweep9: int | None, paper: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+def plan(args, gpu: torch.device, work: Path, results: dict, deadline: float):
+    """(name, thunk) of every section, in order, for this machine."""
+    q, cuda = args.quick, gpu.type == "cuda"
+    data = ["dataset.image_size=64", "dataset.images_per_group=12"] if q else ["experiment=ferg_scale"]
+    cpu = data + ["trainer.accelerator=cpu", "train.batch_size=64"]
+    on_gpu = data + ["trainer.accelerator=gpu"]
+    options = [("32-true", NO_SPEEDUPS), ("bf16-mixed", NO_SPEEDUPS + ["trainer.precision=bf16-mixed"])]
+    if cuda:
+        options += [("bf16-mixed + channels_last", ["model.compile=false"]),
+                    ("32-true + channels_last", NO_SPEEDUPS + ["model.channels_last=true"]),
+                    ("auto (bf16-mixed + channels_last + compile)", [])]
+
+    def train():
+        if cuda:
+            bench_train("GPU, batch 256, auto settings", on_gpu, 15, 100, 2, work, results["train"])
+        bench_train("CPU, batch 64, auto settings (fp32)", cpu, 1, 3 if q else 6, 1, work, results["train"],
+                    check_equal=True)
+
+    def sweep():
+        if cuda:
+            alone = next((o["img_s"] for o in results["options"] if o["option"].startswith("bf16-mixed + ch")), 2000.0)
+            # 8 + 4 + 2 job lengths at 1, 2, 4 jobs per GPU, plus start-ups: about 30 job lengths in all
+            seconds = min(args.sweep_job_seconds, (deadline - time.perf_counter()) / 30)
+            if seconds < 2:
+                raise TimeoutError("no time left for the sweep within --budget")
+            bench_sweep(args.sweep_jobs, args.sweep_per_gpu, max(20, int(seconds * alone / 256)), work,
+                        results["sweep"], 900, data, 256)
+        elif q:
+            tiny = ["dataset.image_size=16", "dataset.num_identities=3", "dataset.images_per_group=8", "model.width=4",
+                    "model.latent_dim=8", "train.batch_size=16", "trainer.accelerator=cpu"]
+            bench_sweep(4, [1, 2], 2, work, results["sweep"], 900, tiny, 16)
+
+    return [("data", lambda: bench_data_build(data, work, results)),
+            ("peak", lambda: bench_peak(gpu, results) if cuda else None),
+            ("flops", lambda: bench_flops(data, work, results)),
+            ("train", train),
+            ("precision", lambda: bench_options(options, on_gpu if cuda else cpu, *((5, 40) if cuda else (1, 3)),
+                                                work, results["options"])),
+            ("datapath", lambda: bench_datapath(on_gpu + ["model.compile=false"] if cuda else cpu,
+                                                gpu if cuda else torch.device("cpu"), 1.0 if q else 3.0,
+                                                *((5, 40) if cuda else (1, 2)), work, results["datapath"])),
+            ("eval", lambda: bench_eval(on_gpu if cuda else cpu, gpu if cuda else torch.device("cpu"), work,
+                                        results["eval"], 0.25 if cuda else 0.02)),
+            ("sweep", sweep)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "RESULTS_gpu.md")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script (CPU minutes)")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip (names in the module doc)")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for the benchmarks (the sweep adapts)")
     parser.add_argument("--sweep-jobs", type=int, default=8)
     parser.add_argument("--sweep-per-gpu", type=int, nargs="*", default=[1, 2, 4])
-    parser.add_argument("--sweep-job-seconds", type=float, default=10.0, help="training time of one sweep job alone")
+    parser.add_argument("--sweep-job-seconds", type=float, default=6.0, help="training time of one sweep job alone")
     parser.add_argument("--paper", action="store_true", help="then the paper-scale run with Table 2 (minutes)")
     parser.add_argument("--sweep9", type=int, default=None, metavar="K", help="then the 9-point λ grid, K jobs per GPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -266,11 +310,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import logging
+    import traceback
     import warnings
 
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    from gpu_report import write_markdown
     from pprl.speed import run_device
 
     began = time.perf_counter()
@@ -278,60 +324,29 @@ def main() -> None:
     log(json.dumps(info))
     work = args.work or Path(tempfile.mkdtemp(prefix="pprl-gpu-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    gpu = run_device({"accelerator": "auto"})
-    q = args.quick
-    data = (["dataset.image_size=64", "dataset.images_per_group=12"] if q else ["experiment=ferg_scale"])
     results: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "train": [],
-                     "options": [], "datapath": {}, "eval": {}, "sweep": []}
-    run = lambda name: name not in args.skip  # noqa: E731
-    if run("data"):
-        bench_data_build(data, work, results)
-    if gpu.type == "cuda" and run("peak"):
-        bench_peak(gpu, results)
-    if run("flops"):
-        bench_flops(data, work, results)
-    cpu = data + ["trainer.accelerator=cpu", "train.batch_size=64"]
-    if run("train"):
-        if gpu.type == "cuda":
-            bench_train("GPU, batch 256, auto settings", data + ["trainer.accelerator=gpu"], 15, 100, 2, work,
-                        results["train"])
-        bench_train("CPU, batch 64, auto settings (fp32)", cpu, 1, 3 if q else 6, 1, work, results["train"],
-                    check_equal=True)
-    if run("precision"):
-        base, (warm, n) = (data + ["trainer.accelerator=gpu"], (5, 40)) if gpu.type == "cuda" else (cpu, (1, 3))
-        options = [("32-true", NO_SPEEDUPS), ("bf16-mixed", NO_SPEEDUPS + ["trainer.precision=bf16-mixed"])]
-        if gpu.type == "cuda":
-            options += [("bf16-mixed + channels_last", ["model.compile=false"]),
-                        ("32-true + channels_last", NO_SPEEDUPS + ["model.channels_last=true"]),
-                        ("auto (bf16-mixed + channels_last + compile)", [])]
-        bench_options(options, base, warm, n, work, results["options"])
-    if run("datapath"):
-        base, device = ((data + ["trainer.accelerator=gpu", "model.compile=false"], gpu) if gpu.type == "cuda"
-                        else (cpu, torch.device("cpu")))
-        bench_datapath(base, device, 1.0 if q else 3.0, *((1, 2) if gpu.type != "cuda" else (5, 40)), work,
-                       results["datapath"])
-    if run("eval"):
-        base = data + (["trainer.accelerator=gpu"] if gpu.type == "cuda" else ["trainer.accelerator=cpu"])
-        bench_eval(base, gpu if gpu.type == "cuda" else torch.device("cpu"), work, results["eval"],
-                   0.25 if gpu.type == "cuda" else 0.02)
-    if gpu.type == "cuda" and run("sweep"):
-        alone = next((o["img_s"] for o in results["options"] if o["option"] == "bf16-mixed + channels_last"), 2000.0)
-        batches = max(20, int(args.sweep_job_seconds * alone / 256))
-        bench_sweep(args.sweep_jobs, args.sweep_per_gpu, batches, work, results["sweep"], 900, data, 256)
-    elif q and run("sweep"):
-        tiny = ["dataset.image_size=16", "dataset.num_identities=3", "dataset.images_per_group=8", "model.width=4",
-                "model.latent_dim=8", "train.batch_size=16", "trainer.accelerator=cpu"]
-        bench_sweep(4, [1, 2], 2, work, results["sweep"], 900, tiny, 16)
-    results["benchmark_seconds"] = time.perf_counter() - began
+                     "options": [], "datapath": {}, "eval": {}, "sweep": [], "errors": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section: a run cut short still leaves what it measured
+        info["load_end"] = os.getloadavg()
+        results["benchmark_seconds"] = time.perf_counter() - began
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+        args.out.write_text(write_markdown(results, quick=args.quick))
+
+    for name, thunk in plan(args, run_device({"accelerator": "auto"}), work, results, began + args.budget):
+        if name in args.skip:
+            continue
+        try:  # a section that fails (e.g. compile without a compiler) is a finding, not the end of the run
+            thunk()
+        except Exception as err:
+            results["errors"][name] = f"{type(err).__name__}: {err}"
+            log(f"{name} failed:\n{traceback.format_exc()}")
+        save()
     if args.paper or args.sweep9:
         run_paper(work, results, args.sweep9, args.paper)
-    info["load_end"] = os.getloadavg()
-    from gpu_report import write_markdown
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    args.out.write_text(write_markdown(results, quick=q))
-    log(f"wrote {args.out} and {args.out.with_suffix('.json')} ({results['benchmark_seconds']:.0f} s of benchmarks)")
+        save()
+    log(f"wrote {args.out} and {args.out.with_suffix('.json')} ({time.perf_counter() - began:.0f} s)")
 
 
 if __name__ == "__main__":

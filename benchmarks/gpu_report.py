@@ -114,12 +114,12 @@ def _sweep(r: dict) -> list[str]:
              + ("" if r["machine"]["gpu"] else " **No GPU: run on the CPU with a fake GPU id to check the "
                                               "launcher; the times mean nothing.**"), "",
              "| jobs_per_gpu | jobs ok | sweep wall (s) | speed-up | total img/s | mean job training (s) | "
-             "per-job img/s | (GPU, slot) used |", "|---|---|---|---|---|---|---|---|"]
+             "per-job img/s | GPU/slot used |", "|---|---|---|---|---|---|---|---|"]
     for s in r["sweep"]:
         speed_up = f"{one / s['sweep_s']:.2f}x" if one else "n/a"
         lines.append(f"| {s['jobs_per_gpu']} | {s['ok']}/{s['jobs']} | {fmt(s['sweep_s'])} | {speed_up} | "
                      f"{fmt(s['img_s_total'], 0)} | {fmt(s['job_train_s_mean'])} | {fmt(s['job_img_s_mean'], 0)} | "
-                     f"{s['slots']} |")
+                     f"{', '.join(f'{g}/{k}' for g, k in s['slots'])} |")
         if s["error"]:
             error = " ".join(s["error"][-300:].split()).replace("|", "/")
             lines.append(f"| | error: `{error}` | | | | | | |")
@@ -159,7 +159,25 @@ def _paper(r: dict) -> list[str]:
     return lines
 
 
+def _notes(r: dict) -> list[str]:
+    errors = [f"- section `{name}` failed: `{' '.join(str(e).split())[:400]}`"
+              for name, e in r.get("errors", {}).items()]
+    if r["machine"]["gpu"]:
+        return ["", "## Errors", ""] + errors if errors else []
+    return ["", "## Notes", ""] + errors + [
+        "- No GPU in this run: it checks that the script works. Only ratios mean anything, and only for the CPU "
+        "(see the load average: a machine shared with other jobs is noisy). On the CPU the \"device\" data path "
+        "is the CPU itself, slower there than numpy's gather: `train.data_on_device=auto` keeps the CPU on the "
+        "host path.",
+        "- Unmeasured until this runs on a GPU: GPU img/s and the share of the bf16 peak, Lightning vs the plain "
+        "loop on the GPU (goal >= 0.95), bf16 vs fp32, whether channels_last and torch.compile pay, the device "
+        "data path and evaluation on the GPU, the best jobs_per_gpu, the paper-scale time (goal <= 15 min with "
+        "Table 2) and the 9-point sweep (goal <= 1 h).",
+        "- Measure them with `benchmarks/gpu.sh` (< 10 min), then `benchmarks/gpu.sh --skip peak flops train "
+        "precision datapath eval sweep --paper --sweep9 4` for the paper-scale run and the 9-point sweep."]
+
+
 def write_markdown(r: dict, quick: bool) -> str:
     parts = [_machine(r, quick), _work(r), _train(r), _options(r), _datapath(r), _eval(r), _sweep(r),
-             _projection(r), _paper(r)]
+             _projection(r), _paper(r), _notes(r)]
     return "\n".join(line for part in parts for line in part) + "\n"

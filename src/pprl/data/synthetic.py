@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from .cartoon import CODE_VERSION, EXPRESSIONS, NAMES, identity_names, render_face  # noqa: F401 (exported)
+from .cartoon import CODE_VERSION, EXPRESSIONS, identity_names, render_face
 from .registry import dataset_source
 
 CHUNK = 256              # images per task of a parallel build
