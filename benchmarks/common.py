@@ -16,6 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -179,7 +180,8 @@ def model_from_config(num_identities: int, num_expressions: int, overrides: list
     from pprl.data.split import FaceSplits, FaceSet
 
     cfg = compose(overrides, Path("unused"))
-    empty = FaceSet(None, None, None)
+    size = int(cfg.dataset.image_size)
+    empty = FaceSet(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
     splits = FaceSplits(empty, empty, [str(i) for i in range(num_identities)],
-                        [str(e) for e in range(num_expressions)], image_size=int(cfg.dataset.image_size))
+                        [str(e) for e in range(num_expressions)], image_size=size)
     return build_model(cfg, splits, torch.device("cpu"))

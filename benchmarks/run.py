@@ -1,4 +1,6 @@
-"""`python benchmarks/run.py [--quick] [--threads N]`: every benchmark of issue 7 in one process -> benchmarks/RESULTS.md.
+"""`python benchmarks/run.py [--quick] [--threads N] [--out PATH | --update-tracked]`: every benchmark of issue 7 in
+one process -> PATH (default ./benchmark-<date>-<time>.md; the tracked benchmarks/RESULTS.md only with
+--update-tracked).
 
 1. training iteration (1 D + 2 G steps per batch) under the real Trainer vs. the plain PyTorch loop
    (`benchmarks/plain_loop.py`): img/s of both, their ratio (goal >= 0.95), and a check that both end
@@ -16,6 +18,7 @@ Timings are img/s of training images (one image = one row of a batch, which take
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -280,13 +283,28 @@ def thread_scan(rows: dict) -> None:
     torch.set_num_threads(before)
 
 
+def results_path(out: Path | None, update_tracked: bool) -> Path:
+    """Where the results go: `--out`, or the tracked RESULTS.md with `--update-tracked` (not both), else a new
+    dated file in the current folder, so that a run never overwrites the tracked file unasked."""
+    if out is not None and update_tracked:
+        raise SystemExit("benchmarks/run.py: error: give --out PATH or --update-tracked, not both")
+    if update_tracked:
+        return HERE / "RESULTS.md"
+    return out if out is not None else Path(f"benchmark-{dt.datetime.now():%Y%m%d-%H%M%S}.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes); the default is the full run")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (all benchmarks)")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the results (default: ./benchmark-<date>-<time>.md; the tracked "
+                             "benchmarks/RESULTS.md only with --update-tracked)")
+    parser.add_argument("--update-tracked", action="store_true",
+                        help="write the tracked benchmarks/RESULTS.md (what the README quotes)")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to skip: train paper data eval flags profile")
     args = parser.parse_args()
+    args.out = results_path(args.out, args.update_tracked)
     torch.set_num_threads(args.threads)
     import logging
 
@@ -335,6 +353,7 @@ def main() -> None:
     info["load_end"] = os.getloadavg()
     write_report(args.out, info, args, train_rows, data_rows, eval_rows, flag_rows, prof, thread_rows)
     shutil.rmtree(work, ignore_errors=True)
+    print(f"results: {args.out.resolve()}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageFile, PngImagePlugin
 
 from pprl import anonymize as anon
+from pprl.cli import one_line
 from pprl.imageio import TMP_SUFFIX, BadImage, atomic_path, ensure_strict_decoding, read_image, write_png
 from pprl.io import RunError
 
@@ -313,8 +314,10 @@ def test_cli_prints_summary(tiny_run, faces, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     assert f"done {len(GOOD)}" in r.stdout and "bad_trunc.jpg: truncated or corrupt JPEG" in r.stdout
     assert len(list(out.glob("*.png"))) == len(GOOD)
+    assert r.stdout.strip().splitlines()[-1] == f"output: {out.resolve()}"
     cfg = _compose([f"run_dir={tiny_run}", f"input={faces}", f"output={tmp_path / 'cli2'}", "target=zed"])
-    assert anon._cli(cfg) == 2
+    with pytest.raises(RunError) as err:  # pprl.cli.run_hydra prints it as one line, exit status 2
+        anon._cli(cfg)
     names = ", ".join(_identity_names(tiny_run))
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.endswith(f"use random, all or one of: {names}")
+    line = one_line(err.value)
+    assert line.count("\n") == 0 and line.endswith(f"use random, all or one of: {names}")

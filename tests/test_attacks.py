@@ -177,9 +177,21 @@ def test_table_keys_and_ranges(leak_table, splits):
         for task in ("identification", "expression"):
             lo, hi = row[f"{task}_ci95"]
             assert 0.0 <= lo <= row[task] <= hi <= 1.0, (name, task)
-    best = max(("attack_III_mu", "attack_III_sampled"), key=lambda k: leak_table[k]["identification"])
-    assert leak_table["attack_III"]["identification"] == leak_table[best]["identification"]
-    assert leak_table["attack_III"]["variant"] == best.rsplit("_", 1)[1]
+    # the row is the released variant whose identifier did best on the attacker's validation slice, not on test
+    val = {v: leak_table[f"attack_III_{v}"]["attacker"]["identification"]["val_acc"] for v in ("mu", "sampled")}
+    best = max(val, key=val.get)
+    assert leak_table["attack_III"]["variant"] == best and leak_table["attack_III"]["chosen_by"].startswith("validation")
+    assert leak_table["attack_III"]["identification"] == leak_table[f"attack_III_{best}"]["identification"]
+    # the fake model releases every dim (model=paper): the unmasked mean is the released one, one attacker for both
+    assert leak_table["attack_III_mu_unmasked"]["same_as"] == "mu"
+    assert leak_table["attack_III_mu_unmasked"]["identification"] == leak_table["attack_III_mu"]["identification"]
+    # intervals: grouped by source image where one image gives N_id decisions, Wilson otherwise
+    for name in ("attack_I", "attack_II"):
+        assert leak_table[name]["interval"]["method"] == "cluster_bootstrap", name
+        assert leak_table[name]["interval"]["groups"] == n_test, name
+    for name in ("unconstrained", "attack_III"):
+        assert leak_table[name]["interval"] == {"method": "wilson"}, name
+    assert leak_table["random_guess"]["interval"] == {"method": "exact"}
 
 
 def test_identity_leak_is_reported(leak_table):
@@ -204,10 +216,18 @@ def test_destroyed_expression_is_reported(splits, attack_cfg, leak_run):
     assert leak_table["attack_I"]["expression"] >= table["attack_I"]["expression"] + 0.25
 
 
+def figures(table: dict) -> dict:
+    """A table without what changes from one evaluation to the next (time stamps, durations, fit details)."""
+    drop = ("evaluated_at", "seconds", "attacker")
+    return {k: {kk: vv for kk, vv in v.items() if kk not in drop} for k, v in table.items()}
+
+
 def test_write_table_files(leak_run, tmp_path):
     _, rows, leak_table = leak_run
-    table = write_table(rows, tmp_path, dataset="synthetic")
-    assert table == leak_table
+    table = write_table(rows, tmp_path, dataset="synthetic", settings={"command": "test", "seed": 0})
+    assert {k: {kk: vv for kk, vv in v.items() if kk not in ("evaluated_at", "settings")} for k, v in table.items()} \
+        == leak_table
+    assert all(row["settings"]["command"] == "test" and row["evaluated_at"] for row in table.values())
     assert json.loads((tmp_path / "table2.json").read_text()) == json.loads(json.dumps(table))
     md = (tmp_path / "table2.md").read_text()
     assert "| Random Guess | 33.33% | 14.29% | 84 |" in md
@@ -269,8 +289,7 @@ def test_evaluate_is_reproducible(tiny_run, tmp_path):
     cfg.attack.scenarios = ["attack_III"]
     first = evaluate_run(run, cfg=cfg)
     second = evaluate_run(run, cfg=cfg)
-    strip = lambda t: {k: {kk: vv for kk, vv in v.items() if kk not in ("seconds", "attacker")} for k, v in t.items()}
-    assert strip(first) == strip(second)
+    assert figures(first) == figures(second)
 
 
 def test_cli_runs_on_tiny_run(tiny_run, tmp_path):
@@ -316,7 +335,8 @@ def test_log_table_sends_scalars_and_a_wandb_table(leak_table, tmp_path):
     log_table(leak_table, [csv, fake])
     assert fake.metrics["table2/attack_I/identification"] == leak_table["attack_I"]["identification"]
     wb_table = fake.payloads[0]["table2"]
-    assert isinstance(wb_table, wandb.Table) and len(wb_table.data) == len(leak_table)
+    ccr_rows = [name for name, row in leak_table.items() if row.get("identification") is not None]
+    assert isinstance(wb_table, wandb.Table) and len(wb_table.data) == len(ccr_rows)
     assert wb_table.columns[:3] == ["scenario", "identification", "expression"]
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "table2/attack_II/expression" in header
@@ -326,7 +346,7 @@ def test_suites_derive_from_the_registry():
     from pprl.attacks import SCENARIOS, suite_names
 
     cfg = compose_config("evaluate", ["run_dir=unused"]).attack  # the default suite, attack=all
-    assert list(cfg.scenarios) == list(REQUIRED_ROWS) == suite_names("all")
+    assert list(cfg.scenarios) == [*REQUIRED_ROWS, "image_quality"] == suite_names("all")
     assert cfg.attack_III.hidden == [256, 256, 256] and cfg.seed is None
     strong = compose_config("evaluate", ["run_dir=unused", "attack=strong"]).attack
     assert list(strong.scenarios) == list(SCENARIOS)

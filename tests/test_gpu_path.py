@@ -204,15 +204,15 @@ def faces():
 
 
 def test_protect_and_latent_features_on_the_device_match_the_host(faces):
-    from pprl.attacks.protect import latent_features, protect
+    from pprl.attacks.protect import F_VARIANTS, latent_features, protect
 
     model = tiny_model()
     host = protect(model, faces, batch_size=16, seed=5, on_device=False)
     device = protect(model, faces, batch_size=16, seed=5, on_device=True)
     assert isinstance(device.images, np.ndarray) and np.array_equal(host.images, device.images)
-    for sample in (False, True):
-        assert np.array_equal(latent_features(model, faces, sample, batch_size=16, on_device=False),
-                              latent_features(model, faces, sample, batch_size=16, on_device=True))
+    for variant in F_VARIANTS:
+        assert np.array_equal(latent_features(model, faces, variant, batch_size=16, on_device=False),
+                              latent_features(model, faces, variant, batch_size=16, on_device=True))
 
 
 @pytest.mark.parametrize("inputs", ["images", "features"])

@@ -125,5 +125,5 @@ def test_cli_and_missing_extra(raw, tmp_path):
             + str(tmp_path / "none") + "']; from pprl.prepare import main; main()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and not (tmp_path / "none").exists()
-    assert r.stderr.strip().startswith("pprl.prepare: face detection needs the optional extra")
+    assert r.stderr.strip().startswith("pprl.prepare: error: face detection needs the optional extra")
     assert r.stderr.strip().endswith('pip install -e ".[faces]"') and r.stderr.strip().count("\n") == 0

@@ -270,7 +270,10 @@ def test_strong_rows_in_json_and_markdown(blind_run, tmp_path):
     assert "identification" not in link and link["features_from"] == "attack_II"
     s3 = on_disk["attack_III_strong"]
     assert set(s3["attackers"]) == {"mlp", "logreg", "knn"} and s3["variant"] == "mu"
-    assert s3["identification"] == max(a["identification"] for a in s3["attackers"].values())
+    val = {name: a["fit"]["identification"]["val_acc"] for name, a in s3["attackers"].items()}
+    chosen = max(["mlp", "logreg", "knn"], key=lambda name: val[name])  # on validation, the first listed on ties
+    assert s3["best"]["identification"] == chosen and s3["chosen_by"] == "validation accuracy"
+    assert s3["identification"] == s3["attackers"][chosen]["identification"]  # not necessarily the best on test
     assert s3["attackers"]["knn"]["fit"]["identification"]["k"] in (1, 3, 5, 9, 15, 25, 45)
     md = (tmp_path / "table2.md").read_text()
     for title in ("Attack II, strong", "Attack III, strong", "Linkability (ROC AUC"):

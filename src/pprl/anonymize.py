@@ -230,21 +230,20 @@ def _write_manifest(out: Path, files, outs, tgt, names, seed) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def _cli(cfg) -> int:
-    try:
-        summary = anonymize(cfg.run_dir, cfg.input, cfg.output, cfg.target, keep_names=bool(cfg.keep_names),
-                            manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
-                            batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
-                            num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
-                            max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress),
-                            faces=str(cfg.get("faces", "crop")), detect=cfg.get("detect"))
-    except RunError as exc:
-        print(f"pprl.anonymize: error: {exc}", file=sys.stderr)
-        return 2
+    from pprl.cli import print_written
+
+    summary = anonymize(cfg.run_dir, cfg.input, cfg.output, cfg.target, keep_names=bool(cfg.keep_names),
+                        manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
+                        batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
+                        num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
+                        max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress),
+                        faces=str(cfg.get("faces", "crop")), detect=cfg.get("detect"))
     print("\n".join(summary.lines()))
     if str(cfg.get("faces", "crop")) == "detect":
         from pprl.faces.pipeline import report_lines
 
         print("\n".join(report_lines(summary.output)))
+    print_written("output", summary.output)
     return 0
 
 

@@ -15,10 +15,11 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
+from pprl.errors import ConfigError  # noqa: F401  (re-exported: `from pprl.config import ConfigError`)
 from pprl.losses import GENERATOR_LOSSES, LAMBDA_KEYS
 
-PRECISIONS = ("auto", "32-true", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = ("auto", "32-true", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+              "64", "transformer-engine", "transformer-engine-float16")
 #: the one `version_base` of every Hydra entry point and compose call
 HYDRA_VERSION_BASE = "1.3"
 
@@ -40,10 +41,6 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"pprl: cannot find the config tree next to {here}")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the allowed values."""
 
 
 def register_configs() -> None:

@@ -18,7 +18,6 @@ model at two batch sizes (ONNX only when `onnxruntime` is installed: `pip instal
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -153,11 +152,9 @@ def check_export(run_dir: str | Path, paths: dict[str, Path], batch_sizes=(1, 5)
 
 
 def _cli(cfg) -> int:
-    try:
-        paths = export(cfg.run_dir, str(cfg.format), cfg.get("output"), int(cfg.opset))
-    except RunError as exc:
-        print(f"pprl.export: error: {exc}", file=sys.stderr)
-        return 2
+    from pprl.cli import print_written
+
+    paths = export(cfg.run_dir, str(cfg.format), cfg.get("output"), int(cfg.opset))
     for name, p in paths.items():
         print(f"{name}: {p}")
     if cfg.check:
@@ -167,6 +164,7 @@ def _cli(cfg) -> int:
             print(f"check skipped: {exc} (pip install 'pprl[export]')")
         else:
             print(f"check: max abs diff vs PyTorch at batch sizes 1 and 5 = {diff:.2e}")
+    print_written("export", Path(next(iter(paths.values()))).parent)
     return 0
 
 

@@ -9,17 +9,33 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pprl.config import config_dir
-from pprl.errors import RunError  # noqa: F401  (re-exported: `from pprl.io import RunError`)
+from pprl.errors import ConfigError, RunError  # noqa: F401  (RunError re-exported: `from pprl.io import RunError`)
 
 CHECKPOINT_NAME = Path("checkpoints") / "last.ckpt"
 MODEL_KEYS = ("encoder.", "decoder.", "discriminator.")
 
 
 def pick_device(name: str | None = "auto") -> torch.device:
-    """`auto` (or empty): cuda if available, else cpu; otherwise the named torch device (cpu, cuda, cuda:1, ...)."""
+    """`auto` (or empty): cuda if available, else cpu; otherwise the named torch device (cpu, cuda, cuda:1, ...).
+
+    A device this torch cannot use is a ConfigError naming `device=` and what works here."""
     if not name or str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(str(name))
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise ConfigError(f"device={name!r}: not a torch device; use device=auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no CUDA device visible"
+            raise ConfigError(f"device={name!r}: this torch ({torch.__version__}) has {build}; "
+                              "use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); use device=auto or cuda:0")
+    elif device.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ConfigError(f"device={name!r}: use device=auto, cpu, cuda or cuda:<index>")
+    return device
 
 
 def find_checkpoint(run_dir_or_ckpt: str | Path) -> Path:
@@ -62,7 +78,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 #: that time used (they reproduce those models exactly)
 _LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0, "release_kl": 0.0,
                  "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4,
-                 "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0}
+                 "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0, "diff_augment": []}
 
 
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 from torch import nn
 
 from pprl import losses, objective
-from pprl.nets import Decoder, Discriminator, Encoder, LatentClassifier, init_weights, spectral_normalize
+from pprl.nets import (Decoder, Discriminator, Encoder, LatentClassifier, diff_augment, init_weights,
+                       spectral_normalize)
 
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
 MAX_UNCHECKED_BATCHES = 64  # the divergence guard checks at least this often, also without logging steps
@@ -57,6 +58,7 @@ class PPRLVGAN(pl.LightningModule):
         upsample: str,
         spectral_norm: bool,
         ema_decay: float,
+        diff_augment: Sequence[str],
         release_kl: float,
         latent_adversary_hidden: Sequence[int],
         seed: int,
@@ -115,6 +117,12 @@ class PPRLVGAN(pl.LightningModule):
     @property
     def num_identities(self) -> int:
         return self.hparams.num_identities
+
+    def augment_for_d(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """What D sees of a batch in training: `model.diff_augment` (real and synthesized alike, in D and G
+        steps; none in the paper)."""
+        policy = self.hparams.diff_augment
+        return diff_augment(x, policy, generator) if policy else x
 
     def generator_nets(self) -> tuple[nn.Module, nn.Module]:
         """(encoder, decoder) of G as used now: the live networks in training, their moving average (if
@@ -175,13 +183,15 @@ class PPRLVGAN(pl.LightningModule):
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + noise * (0.5 * logvar).exp()
 
-    def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
+                  released: bool = True) -> torch.Tensor:
         """f(I): a draw from q(f|I) (`sample=True`) or its mean mu; outside training the mean is the released
-        one (`release`), the representation a deployment hands out."""
+        one (`release`), the representation a deployment hands out. `released=False` gives the whole, unmasked
+        mean (what an attacker holding the encoder network reads)."""
         mu, logvar = self.encode(x)
         if sample:
             return self.reparameterize(mu, logvar, generator)
-        return mu if self.training else self.release(mu, logvar)[0]
+        return mu if self.training or not released else self.release(mu, logvar)[0]
 
     def decode(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Dec(f ⊕ c): identity as indices (B,) or codes (B, N_id)."""

@@ -175,3 +175,38 @@ def spectral_normalize(module: nn.Module) -> nn.Module:
         else:
             spectral_normalize(child)
     return module
+
+
+DIFF_AUGMENT = ("color", "translation")
+
+
+def diff_augment(x: torch.Tensor, policy, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable augmentation (DiffAugment, Zhao et al. 2020) of a batch in [-1, 1]: what D sees of real
+    *and* synthesized images in both D and G steps, so that D cannot memorise the small training set and G
+    cannot win by pixel patterns that only fool D's heads. `color`: random brightness, saturation and contrast
+    per image; `translation`: a random shift of up to 1/8 of the size per image, zero-padded."""
+    b = x.shape[0]
+
+    def uniform(*shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    for kind in policy:
+        if kind == "color":
+            x = x + (uniform(b, 1, 1, 1) - 0.5)
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (uniform(b, 1, 1, 1) * 2) + mean
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) * (uniform(b, 1, 1, 1) + 0.5) + mean
+        elif kind == "translation":
+            h, w = x.shape[2:]
+            shift = max(1, int(h * 0.125 + 0.5))
+            dy = (uniform(b) * (2 * shift + 1)).long() - shift
+            dx = (uniform(b) * (2 * shift + 1)).long() - shift
+            rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy.view(b, 1, 1)).clamp(-1, h)
+            cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx.view(b, 1, 1)).clamp(-1, w)
+            padded = F.pad(x, (1, 1, 1, 1))  # index -1 / h land on the zero border
+            flat = (rows + 1) * (w + 2) + (cols + 1)
+            x = padded.flatten(2).gather(2, flat.flatten(1).unsqueeze(1).expand(-1, x.shape[1], -1)).view_as(x)
+        else:
+            raise ValueError(f"model.diff_augment: unknown kind {kind!r}; allowed: {', '.join(DIFF_AUGMENT)}")
+    return x

@@ -44,8 +44,8 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
         fake = model.decode(noisy, model.one_hot(model.random_identity(x.shape[0], generator)))
     penalise = weights["r1_penalty"] > 0
     real = x.detach().requires_grad_(True) if penalise else x
-    real_logit, id_logits, expr_logits = model.discriminator(real)
-    fake_logit, _, _ = model.discriminator(fake)
+    real_logit, id_logits, expr_logits = model.discriminator(model.augment_for_d(real, generator))
+    fake_logit, _, _ = model.discriminator(model.augment_for_d(fake, generator))
     terms = losses.discriminator_terms(real_logit, fake_logit, id_logits, identity, expr_logits, expression,
                                        label_smoothing=model.loss_settings["label_smoothing"])
     logits = {"real": real_logit, "fake": fake_logit, "identity": id_logits, "expression": expr_logits}
@@ -65,7 +65,7 @@ def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: 
     target = model.random_identity(x.shape[0], generator)
     mu, logvar = model.encode(x)
     fake = model.decode(model.reparameterize(mu, logvar, generator), model.one_hot(target))
-    fake_features = model.discriminator.trunk(fake)
+    fake_features = model.discriminator.trunk(model.augment_for_d(fake, generator))
     fake_logit, id_logits, expr_logits = model.discriminator.heads(fake_features)
     terms = losses.generator_terms(fake_logit, id_logits, target, expr_logits, expression, mu, logvar,
                                    form=model.loss_settings["generator"])
@@ -75,7 +75,7 @@ def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: 
         terms["g5_latent_confusion"] = losses.confusion_loss(model.latent_adversary(losses.standardize(mu)))
     if weights["fm_feature_matching"] > 0:
         with torch.no_grad():
-            real_features = model.discriminator.trunk(x)
+            real_features = model.discriminator.trunk(model.augment_for_d(x, generator))
         terms["fm_feature_matching"] = losses.feature_matching(real_features, fake_features)
     logits = {"fake": fake_logit, "identity": id_logits, "expression": expr_logits}
     return StepOutputs(terms, mu, logvar, logits, target)

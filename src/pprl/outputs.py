@@ -40,7 +40,8 @@ def list_inputs(spec: str | os.PathLike, output: str | os.PathLike) -> list[Path
     """Sorted input files: one file, a folder's non-hidden entries (not recursive), or a glob (`**` recurses).
 
     Only names are listed (no image is opened). Broken links and other non-directories are kept, so
-    they get a reason instead of vanishing; files inside `output` are never inputs.
+    they get a reason instead of vanishing; files inside `output` are never inputs. A folder without files and a
+    glob without matches are RunErrors (nothing would be written).
     """
     spec = os.path.expanduser(str(spec))
     path, out = Path(spec), Path(output).expanduser().resolve()
@@ -51,6 +52,9 @@ def list_inputs(spec: str | os.PathLike, output: str | os.PathLike) -> list[Path
             raise RunError(f"output {out} is the input folder: choose another output folder")
         with os.scandir(path) as it:
             files = [Path(e.path) for e in it if not e.name.startswith(".") and not e.is_dir()]
+        if not files:
+            raise RunError(f"input {spec}: the folder holds no files (hidden files and subfolders are not read); "
+                           f"for images in subfolders give a glob, e.g. 'input=\"{spec.rstrip('/')}/**/*.png\"'")
     elif any(ch in spec for ch in GLOB_CHARS):
         files = [Path(m) for m in glob.iglob(spec, recursive=True)
                  if not os.path.isdir(m) and not _inside(Path(m).resolve(), out)]

@@ -280,18 +280,12 @@ def summary_lines(r: dict, max_reasons: int = 15) -> list[str]:
 def _cli(cfg) -> int:
     from omegaconf import OmegaConf
 
-    from pprl.faces import MissingExtra
+    from pprl.cli import print_written
 
     keys = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in Settings.__dataclass_fields__}
-    try:
-        result = prepare(cfg.input, cfg.output, Settings(**keys), progress=bool(cfg.progress))
-    except MissingExtra as exc:
-        print(f"pprl.prepare: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"pprl.prepare: error: {exc}", file=sys.stderr)
-        return 2
+    result = prepare(cfg.input, cfg.output, Settings(**keys), progress=bool(cfg.progress))
     print("\n".join(summary_lines(result)))
+    print_written("dataset", cfg.output)
     return 0
 
 

@@ -12,165 +12,24 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
   higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
 - `curves.png` / `.pdf`: identification and expression CCR (attack II, and attack I) against each λ the sweep
   varies, with 95 % intervals.
+
+Selection (`pprl.sweep.choose_split`): when every evaluated job has a validation split (`dataset.val_fraction > 0`,
+`results/table2_val.json`) the Pareto front, the plot and the curves use attack II on the validation images, and
+test figures are shown only for the jobs on the front (choosing λ on them would be choosing on test data);
+otherwise they use the test split and the report says so.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import OmegaConf
-
 from pprl import gpu_pool, plots
 from pprl.imageio import atomic_path
-
-TASKS = ("identification", "expression")
-PARETO_SCENARIO = "attack_II"
-
-
-def _row_labels() -> dict[str, str]:
-    """Every row of table2.json -> its short label, in table order (from the scenario registry)."""
-    from pprl.attacks import SCENARIOS
-
-    labels: dict[str, str] = {}
-    for s in SCENARIOS.values():
-        labels[s.main_row] = s.label
-        labels.update({row: f"{s.label} ({row.rsplit('_', 1)[-1]})" for row in s.rows})
-    return labels
-
-
-class ReportError(ValueError):
-    """The folder given to the report holds no sweep jobs."""
-
-
-@dataclass
-class Job:
-    """One job of a sweep: where it ran, how it ended, its λ and its Table 2."""
-
-    dir: Path
-    name: str                          # job dir relative to the sweep dir
-    num: int | None                    # hydra.job.num
-    status: str                        # ok | failed | diverged | no results | no table2
-    error: str = ""
-    overrides: list[str] = field(default_factory=list)
-    lambdas: dict[str, Any] = field(default_factory=dict)
-    table: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pareto: bool = False
-    summary: dict[str, Any] = field(default_factory=dict)  # results/train_summary.json (device, wall times)
-
-    @property
-    def label(self) -> str:
-        return str(self.num) if self.num is not None else self.name
-
-    def ccr(self, scenario: str, task: str) -> float | None:
-        value = self.table.get(scenario, {}).get(task)
-        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-# ----------------------------------------------------------------------------- reading
-def find_job_dirs(root: Path) -> list[Path]:
-    """Every job dir (a folder with `.hydra/config.yaml`) at or below `root`."""
-    return sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")})
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def _job_num(job_dir: Path) -> int | None:
-    hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
-    if hydra_yaml.is_file():
-        try:
-            num = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.num", default=None)
-            if isinstance(num, int):
-                return num
-        except Exception:  # unreadable hydra.yaml: fall back to the dir name
-            pass
-    head = job_dir.name.split("_", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
-def read_job(job_dir: Path, root: Path) -> Job:
-    """A Job from its dir: status from results/{table2,failed,train_summary}.json, λ from .hydra/config.yaml."""
-    job = Job(dir=job_dir, name=str(job_dir.relative_to(root)) if job_dir != root else job_dir.name,
-              num=_job_num(job_dir), status="ok", summary=gpu_pool.read_summary(job_dir))
-    try:
-        cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-        lam = cfg.get("lambda")
-        job.lambdas = dict(OmegaConf.to_container(lam, resolve=False)) if lam is not None else {}
-    except Exception as exc:
-        job.status, job.error = "failed", f"unreadable .hydra/config.yaml: {exc}"
-        return job
-    overrides = job_dir / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        job.overrides = [str(o) for o in OmegaConf.load(overrides)]
-    results = job_dir / "results"
-    failed, table2 = results / "failed.json", results / "table2.json"
-    if failed.is_file():
-        try:
-            info = _read_json(failed)
-        except Exception as exc:
-            info = {"type": "unknown", "message": f"unreadable failed.json: {exc}"}
-        job.status = "diverged" if info.get("diverged") else "failed"
-        job.error = f"{info.get('type', 'Error')}: {info.get('message', '')}".strip()
-        if info.get("step") is not None and f"step {info['step']}" not in job.error:
-            job.error += f" (step {info['step']})"
-    elif table2.is_file():
-        try:
-            job.table = {k: v for k, v in _read_json(table2).items() if isinstance(v, dict)}
-        except Exception as exc:
-            job.status, job.error = "failed", f"unreadable results/table2.json: {exc}"
-    elif (results / "train_summary.json").is_file():
-        job.status, job.error = "no table2", "trained, but no results/table2.json (evaluate=false, or evaluation stopped)"
-    else:
-        job.status = "no results"
-        job.error = "no results/: killed, timed out or still running (see the job's .log)"
-    return job
-
-
-def collect(root: str | Path) -> list[Job]:
-    """Every job of the sweep in `root`, in job order; ReportError if there is none."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ReportError(f"{root}: no such folder (give a multirun dir, e.g. multirun/2024-05-01/12-00-00)")
-    dirs = find_job_dirs(root)
-    if not dirs:
-        raise ReportError(f"{root}: no job dirs in it (folders holding .hydra/config.yaml); is it a multirun dir?")
-    jobs = [read_job(d, root) for d in dirs]
-    jobs.sort(key=lambda j: (str(Path(j.name).parent), j.num if j.num is not None else 1 << 30, j.name))
-    mark_pareto(jobs)
-    return jobs
-
-
-# ----------------------------------------------------------------------------- Pareto front
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (identification, expression) points that no other point dominates: none has an
-    identification CCR as low or lower and an expression CCR as high or higher, one of them strictly."""
-    front = []
-    for i, (id_i, ex_i) in enumerate(points):
-        dominated = any(id_j <= id_i and ex_j >= ex_i and (id_j < id_i or ex_j > ex_i)
-                        for j, (id_j, ex_j) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return front
-
-
-def _plotted(jobs: Sequence[Job]) -> list[Job]:
-    return [j for j in jobs if j.status == "ok" and j.ccr(PARETO_SCENARIO, "identification") is not None
-            and j.ccr(PARETO_SCENARIO, "expression") is not None]
-
-
-def mark_pareto(jobs: Sequence[Job]) -> None:
-    """Set `job.pareto` on the jobs of the attack II Pareto front."""
-    plotted = _plotted(jobs)
-    points = [(j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression")) for j in plotted]
-    for i in pareto_front(points):
-        plotted[i].pareto = True
+from pprl.sweep import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect, pareto_front,  # noqa: F401
+                        plotted)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -232,6 +91,9 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     lines.append("")
     head = ["job", "status"] + [f"λ {k}" for k in varying] + (["other overrides"] if show_other else [])
     labels = _row_labels()
+    on_val = bool(jobs) and jobs[0].split == "val"
+    if on_val:
+        head += [f"{labels[PARETO_SCENARIO]} val id", f"{labels[PARETO_SCENARIO]} val expr"]
     for s in scenarios:
         head += [f"{labels.get(s, s)} id", f"{labels.get(s, s)} expr"]
     show_fid = any(_fid(j) is not None for j in jobs)
@@ -241,15 +103,18 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
         row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
         if show_other:
             row.append(_other_overrides(j))
+        if on_val:
+            row += [_pct(j.selection_ccr("identification")), _pct(j.selection_ccr("expression"))]
         for s in scenarios:
-            row += [_pct(j.ccr(s, "identification")), _pct(j.ccr(s, "expression"))]
+            row += [_pct(j.ccr(s, t)) if j.shows_test else "·" for t in TASKS]
         if show_fid:
-            row.append("–" if _fid(j) is None else f"{_fid(j):.2f}")
+            row.append("·" if not j.shows_test else "–" if _fid(j) is None else f"{_fid(j):.2f}")
         row += [*gpu_pool.job_cells(j.summary), "★" if j.pareto else ""]
         lines.append("| " + " | ".join(row) + " |")
     front = [j.label for j in jobs if j.pareto]
-    lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]}: no other job has both a lower identification and a "
-              f"higher expression CCR): jobs {', '.join(front) if front else '(none evaluated)'}. See pareto.png."]
+    lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]} on the {'validation' if on_val else 'test'} split: no "
+              "other job has both a lower identification and a higher expression CCR): jobs "
+              f"{', '.join(front) if front else '(none evaluated)'}. See pareto.png.", _selection_note(on_val)]
     guess = _random_guess(jobs)
     if guess:
         lines.append(f"Random guess: identification {_pct(guess[0])}, expression {_pct(guess[1])}.")
@@ -260,24 +125,37 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _selection_note(on_val: bool) -> str:
+    if on_val:
+        return ("Selected on the validation split (dataset.val_fraction): the front is marked by each job's attack II "
+                "on its validation images; test figures are shown only for the selected jobs (· = not selected, "
+                "test figures withheld so that no λ is chosen on them).")
+    return ("Selected on the test split: the jobs have no validation split, so the front is marked by test figures "
+            "and those of the selected jobs are optimistic; train with dataset.val_fraction=0.1 (for example) to "
+            "select on validation images.")
+
+
 def write_csv(jobs: Sequence[Job], path: Path) -> Path:
     keys = _lambda_keys(jobs)
     scenarios = _scenarios(jobs, all_found=True)
     head = ["job", "dir", "status", "error", "overrides"] + [f"lambda.{k}" for k in keys]
     for s in scenarios:
         head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
-    head += ["fid", "kid_x1000", "pareto", *gpu_pool.PLACEMENT_KEYS]
+    head += [f"{PARETO_SCENARIO}_val.identification", f"{PARETO_SCENARIO}_val.expression", f"{PARETO_SCENARIO}_val.n",
+             "fid", "kid_x1000", "pareto", "selected_on", *gpu_pool.PLACEMENT_KEYS]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
         for j in jobs:
             row: list[Any] = [j.label, j.name, j.status, j.error, " ".join(j.overrides)]
             row += [j.lambdas.get(k, "") for k in keys]
-            for s in scenarios:
-                entry = j.table.get(s, {})
+            for s in scenarios:  # test figures: withheld for jobs not selected on the validation split
+                entry = j.table.get(s, {}) if j.shows_test else {}
                 row += [entry.get("identification", ""), entry.get("expression", ""), entry.get("n", "")]
-            quality = j.table.get("image_quality", {})
-            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto),
+            val = j.val.get(PARETO_SCENARIO, {})
+            row += [val.get("identification", ""), val.get("expression", ""), val.get("n", "")]
+            quality = j.table.get("image_quality", {}) if j.shows_test else {}
+            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto), j.split,
                     *(j.summary.get(k, "") for k in gpu_pool.PLACEMENT_KEYS)]
             writer.writerow(row)
     return path
@@ -298,11 +176,11 @@ def pareto_points(jobs: Sequence[Job]) -> list[plots.ParetoPoint]:
     swept λ values (or, when no λ varies, their other overrides)."""
     varying = _varying(jobs, _lambda_keys(jobs))
     points = []
-    for j in _plotted(jobs):
-        entry = j.table[PARETO_SCENARIO]
+    for j in plotted(jobs):
+        entry = j.selection_entry()
         points.append(plots.ParetoPoint(
-            label=j.label, identification=j.ccr(PARETO_SCENARIO, "identification"),
-            expression=j.ccr(PARETO_SCENARIO, "expression"), on_front=j.pareto,
+            label=j.label, identification=j.selection_ccr("identification"),
+            expression=j.selection_ccr("expression"), on_front=j.pareto,
             identification_ci=_interval(entry, "identification_ci95"),
             expression_ci=_interval(entry, "expression_ci95"),
             description=_lambda_text(j, varying) if varying else _other_overrides(j)))
@@ -316,7 +194,9 @@ def draw_pareto(jobs: Sequence[Job], path: Path) -> tuple[Path, Path]:
     missing = len(jobs) - len(points)
     notes = [f"{missing} job(s) failed or not evaluated: not shown"] if missing else []
     header = "job: λ values" if _varying(jobs, _lambda_keys(jobs)) else "job"
-    fig = plots.pareto_figure(points, _random_guess(jobs), _row_labels()[PARETO_SCENARIO], key_header=header, notes=notes)
+    split = " (validation split)" if jobs and jobs[0].split == "val" else ""
+    fig = plots.pareto_figure(points, _random_guess(jobs), _row_labels()[PARETO_SCENARIO] + split, key_header=header,
+                              notes=notes)
     return plots.save_figure(fig, path)
 
 
@@ -337,18 +217,27 @@ def sweep_curves(jobs: Sequence[Job]) -> tuple[list[str], list[plots.Curve]]:
             groups.setdefault(", ".join(filter(None, others)), []).append(j)
         for group, members in groups.items():
             members = sorted(members, key=lambda j: float(j.lambdas[key]))
-            for scenario in ("attack_II", "attack_I"):
+            for scenario, split in curve_sources(members):
+                label = ", ".join(filter(None, [group, "validation split" if split == "val" else ""]))
                 for task in TASKS:
-                    have = [j for j in members if j.ccr(scenario, task) is not None]
+                    have = [j for j in members if j.ccr(scenario, task, split) is not None]
                     if not have:
                         continue
-                    cis = [_interval(j.table[scenario], f"{task}_ci95") for j in have]
-                    curves.append(plots.Curve(key=key, task=task, scenario=scenario, group=group,
+                    cis = [_interval((j.val if split == "val" else j.table)[scenario], f"{task}_ci95") for j in have]
+                    curves.append(plots.Curve(key=key, task=task, scenario=scenario, group=label,
                                               x=[float(j.lambdas[key]) for j in have],
-                                              y=[j.ccr(scenario, task) for j in have],
+                                              y=[j.ccr(scenario, task, split) for j in have],
                                               lo=[ci[0] if ci else None for ci in cis],
                                               hi=[ci[1] if ci else None for ci in cis]))
     return [k for k in varying if any(c.key == k for c in curves)], curves
+
+
+def curve_sources(jobs: Sequence[Job]) -> list[tuple[str, str]]:
+    """(scenario, split) pairs the curves show: attack II and attack I on test, or, when the sweep selects on the
+    validation split, attack II on it only (test curves over every λ would let one choose on test)."""
+    if jobs and jobs[0].split == "val":
+        return [(PARETO_SCENARIO, "val")]
+    return [("attack_II", "test"), ("attack_I", "test")]
 
 
 def draw_curves(jobs: Sequence[Job], path: Path) -> tuple[Path, Path] | None:
@@ -380,13 +269,12 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, P
 
 
 def _cli(cfg) -> int:
-    try:
-        paths = write_report(str(cfg.sweep_dir), cfg.out)
-    except ReportError as exc:
-        print(f"pprl.report: error: {exc}", file=sys.stderr)
-        return 2
+    from pprl.cli import print_written
+
+    paths = write_report(str(cfg.sweep_dir), cfg.out)
     print(paths["md"].read_text())
-    print("written: " + ", ".join(str(p) for p in paths.values()))
+    print("written: " + ", ".join(p.name for p in paths.values()))
+    print_written("report", paths["md"].parent)
     return 0
 
 

@@ -7,7 +7,7 @@ and `conf/task/<task>.yaml`, e.g. `task.indices=[0,5]`, `task.inputs=[a.png,b.pn
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -15,15 +15,12 @@ from omegaconf import DictConfig
 def _cli(cfg: DictConfig) -> int:
     from pprl.apps import synthesize
     from pprl.apps.synthesize import flatten
-    from pprl.io import RunError
+    from pprl.cli import print_written
 
-    try:
-        scores = synthesize(cfg)
-    except (RunError, ValueError, FileNotFoundError, IndexError) as exc:
-        print(f"pprl.synthesize: {exc}", file=sys.stderr)
-        return 2
+    scores = synthesize(cfg)
     for key, value in flatten(scores).items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    print_written("figures", Path(str(cfg.run_dir)) / "figures" / str(cfg.task.name))
     return 0
 
 

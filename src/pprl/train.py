@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pprl import gpu_pool  # also registers ${pprl.gpu_count:}, used by hydra/launcher=gpus
+from pprl.errors import ConfigError, RunError, UserError
 
 log = logging.getLogger("pprl.train")
 
@@ -49,17 +50,25 @@ def _job_overrides() -> tuple[str | None, str | None]:
     return group, name
 
 
-def build_logger(cfg: DictConfig, run_dir: Path):
-    """The configured Lightning logger, or None for `logger=none`."""
+def build_logger(cfg: DictConfig, run_dir: Path, resume: bool = False):
+    """The configured Lightning logger, or None for `logger=none`. A resumed run (`resume`) keeps its metric
+    history: the CSV logger appends to its metrics.csv, W&B continues the run id stored in the run dir
+    (`pprl.loggers`)."""
+    from pprl.loggers import wandb_run_id
+
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     kwargs: dict[str, Any] = {}
-    if "WandbLogger" in cfg.logger._target_:
+    target = str(cfg.logger._target_)
+    if "WandbLogger" in target:
         group, name = _job_overrides()
         kwargs["name"] = cfg.logger.get("name") or name or run_dir.name
         kwargs["group"] = cfg.logger.get("group") or group
         kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
+        kwargs["id"], _ = wandb_run_id(run_dir, resume)  # Lightning passes resume="allow": the same id continues
         (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    elif target == "pprl.loggers.CSVLogger":
+        kwargs["append"] = resume
     return hydra.utils.instantiate(cfg.logger, _partial_=True)(**kwargs)  # `config` clashes with instantiate's own
 
 
@@ -88,8 +97,60 @@ def resolve_resume(resume: str | None) -> str | None:
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"resume={resume!r}: no checkpoint at {path}")
+        raise RunError(f"resume={resume!r}: no checkpoint at {path}; give a run dir holding checkpoints/last.ckpt "
+                       "or a .ckpt file")
     return str(path)
+
+
+#: model settings that do not come from `model.<key>` -> where they are set
+_SETTING_KEYS = {"lambdas": "lambda", "loss": "loss", "lr": "train.lr", "g_steps_per_d_step": "train.g_steps_per_d_step",
+                 "seed": "seed"}
+_FREE_ON_RESUME = ("_target_", "channels_last", "compile")  # speed options: same results, same checkpoint format
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return value
+
+
+def resume_problems(cfg: DictConfig, ckpt_path: str) -> list[str]:
+    """The model settings of `cfg` that differ from those the checkpoint was trained with, one line each
+    (`model.width=16, the checkpoint has 32`): a resumed run must continue the same model."""
+    from pprl.io import read_checkpoint, upgrade_hparams
+
+    saved = upgrade_hparams(read_checkpoint(ckpt_path)["hyper_parameters"])
+    wanted = OmegaConf.to_container(cfg.model, resolve=True)
+    pairs = []
+    for key, value in wanted.items():
+        if key in _FREE_ON_RESUME:
+            continue
+        name = _SETTING_KEYS.get(key, f"model.{key}")
+        old = saved.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            pairs += [(f"{name}.{k}", value.get(k), old.get(k)) for k in sorted(set(value) | set(old))]
+        else:
+            pairs.append((name, value, old))
+    return [f"{name}={new!r}, the checkpoint has {old!r}" for name, new, old in pairs
+            if _plain_value(new) != _plain_value(old)]
+
+
+def check_before_start(cfg: DictConfig) -> None:
+    """What `python -m pprl.train` checks before Hydra creates a run dir (a single run): the config, and that
+    `resume=` names a checkpoint of the same model settings. ConfigError / RunError, one line each."""
+    from pprl.config import validate_train_config
+
+    validate_train_config(cfg)
+    ckpt = resolve_resume(cfg.get("resume"))
+    problems = resume_problems(cfg, ckpt) if ckpt else []
+    if problems:
+        raise ConfigError(f"resume={cfg.resume}: the checkpoint was trained with other settings: "
+                          + "; ".join(problems) + ". Resume with the run's own settings (its .hydra/overrides.yaml) "
+                          "or start a new run without resume=")
 
 
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
@@ -99,9 +160,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     `results/failed.json` (see `record_failure`); a pre-empted one (SIGTERM / SIGINT) is not: it exits with
     `checkpoints/last.ckpt` saved, to be continued with `resume=<run_dir>`.
     """
-    from pprl.config import validate_train_config
-
-    validate_train_config(cfg)
+    check_before_start(cfg)
     started = time.time()
     ckpt_path = resolve_resume(cfg.get("resume"))
     run_dir = Path(cfg.run_dir).resolve()
@@ -125,7 +184,7 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
     from pprl.speed import resolve_precision, run_device, uncompiled
 
     pl.seed_everything(int(cfg.seed), workers=True)
-    logger = build_logger(cfg, run_dir)
+    logger = build_logger(cfg, run_dir, resume=ckpt_path is not None)
     callbacks = [
         *extra_callbacks,
         LastCheckpoint(run_dir / "checkpoints", every_n_steps=int(cfg.train.checkpoint_every_n_steps)),
@@ -145,15 +204,17 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
                                 data_on_device=cfg.train.get("data_on_device", False))
     datamodule.setup("fit")  # a bad dataset.leave_out fails here, before the model is built
     splits = datamodule.splits
-    log.info("data: %d train / %d test images, %d identities, %d expressions, %d px",
-             len(splits.train), len(splits.test), splits.num_identities, splits.num_expressions, splits.image_size)
+    log.info("data: %d train / %d validation / %d test images, %d identities, %d expressions, %d px",
+             len(splits.train), len(splits.val), len(splits.test), splits.num_identities, splits.num_expressions,
+             splits.image_size)
+    monitor = splits.val if len(splits.val) else splits.test  # the GAN's monitoring: validation when there is one
     model = build_model(cfg, splits, device)
     start = time.time()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         wall = time.time() - start
         with uncompiled(model):
-            heads = fake_head_summary(model, splits.test, seed=int(cfg.seed))
+            heads = fake_head_summary(model, monitor, seed=int(cfg.seed))
         summary: dict[str, Any] = {
             "wall_seconds": round(wall, 1),
             "epochs": int(trainer.current_epoch),
@@ -167,6 +228,8 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
             "speed": {"precision": precision, "channels_last": bool(model.hparams.channels_last),
                       "compile": bool(model.hparams.compile), "data_on_device": datamodule.batch_device() is not None},
         }
+        if len(splits.val):  # D's heads above were measured on the validation split
+            summary.update(num_val=len(splits.val), heads_split="val")
         if trainer.is_global_zero:
             write_summary(run_dir, summary, started)
             log.info("training summary: %s", json.dumps(summary))
@@ -178,7 +241,8 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
 
             start = time.time()
             with uncompiled(model):
-                evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers)
+                evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers,
+                             command="pprl.train")
             summary["evaluate_seconds"] = round(time.time() - start, 1)
             write_summary(run_dir, summary, started)
         return summary
@@ -245,26 +309,52 @@ def record_failure(run_dir: Path, err: BaseException) -> Path:
 
 def run_job(cfg: DictConfig) -> None:
     """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus; one of its `jobs_per_gpu` slots)
-    before CUDA starts, then train and evaluate. A job that fails or diverges writes results/failed.json; in a
-    --multirun the sweep goes on with the next job, a single run exits non-zero."""
+    before CUDA starts, then train and evaluate, and print the run dir. A job that fails or diverges writes
+    results/failed.json (a refused `resume=` leaves the run it names as it was); in a --multirun the sweep goes on
+    with the next job, a single run exits non-zero."""
+    from pprl.cli import print_written
+
     run_dir = Path(cfg.run_dir)
     failed = run_dir / "results" / "failed.json"
-    failed.unlink(missing_ok=True)  # from an earlier attempt in this dir
+    started = time.time()
     try:
         with gpu_pool.pinned_gpu(cfg.get("gpu_pool"), label=run_dir.name,
                                  jobs_per_gpu=int(cfg.get("jobs_per_gpu", 1))):
             train(cfg)
     except Exception as err:
-        path = failed if failed.is_file() else record_failure(run_dir, err)  # train() records its own failures
+        fresh = failed.is_file() and failed.stat().st_mtime >= started - 1  # train() records its own failures
+        if not fresh and cfg.get("resume") and isinstance(err, UserError):
+            raise  # refused before training started: the run it names stays as it was
+        path = failed if fresh else record_failure(run_dir, err)
         if not _in_multirun():
             raise
         log.error("job failed (%s: %s); recorded in %s, the sweep goes on", type(err).__name__, err, path)
+        return
+    print_written("run dir", run_dir)
+
+
+def resume_run_dir(argv: list[str]) -> list[str]:
+    """`resume=<run dir>` (or a checkpoint inside `<run dir>/checkpoints/`) continues in that run dir: add
+    `hydra.run.dir=<run dir>` unless the command line sets one or runs a --multirun."""
+    if any(a.startswith(("hydra.run.dir=", "--multirun", "-m")) for a in argv):
+        return argv
+    value = next((a.split("=", 1)[1].strip("'\"") for a in argv if a.startswith("resume=")), "")
+    path = Path(value).expanduser() if value else None
+    if path is None or not path.exists():
+        return argv
+    from pprl.cli import override
+
+    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
+    return argv if run_dir is None else [*argv, override("hydra.run.dir", str(run_dir.resolve()))]
 
 
 def main() -> None:
+    import sys
+
     from pprl.cli import run_hydra
 
-    run_hydra("train", run_job)
+    sys.argv = [sys.argv[0], *resume_run_dir(sys.argv[1:])]
+    run_hydra("train", run_job, check=check_before_start)
 
 
 if __name__ == "__main__":

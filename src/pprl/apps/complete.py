@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pprl.errors import ConfigError
 from pprl.plots import labelled_grid, save_figure
 
 from .context import Context, decode, latents, score_subset
@@ -26,7 +27,7 @@ def mask_array(rects, size: int, name: str) -> np.ndarray:
     for rect in rects:
         rect = [float(v) for v in rect]
         if len(rect) != 4 or not all(0 <= v <= 1 for v in rect):
-            raise ValueError(f"task.masks.{name}: each rectangle is [top, left, height, width] in [0, 1], got {rect}")
+            raise ConfigError(f"task.masks.{name}: each rectangle is [top, left, height, width] in [0, 1], got {rect}")
         top, left, h, w = rect
         r0, c0 = round(top * size), round(left * size)
         mask[r0:max(r0 + 1, round((top + h) * size)), c0:max(c0 + 1, round((left + w) * size))] = True
@@ -82,13 +83,13 @@ def mask_scores(ctx: Context, inputs: Inputs, mask: np.ndarray, salt: str) -> di
 def run(ctx: Context) -> tuple[list, dict]:
     masks = {name: mask_array(rects, ctx.image_size, name) for name, rects in ctx.task.masks.items()}
     if not masks:
-        raise ValueError("task.masks: give at least one mask")
+        raise ConfigError("task.masks: give at least one mask")
     shown = choose_inputs(ctx, int(ctx.task.num_inputs))
     how = fill_unknown_identity(ctx, shown)  # file inputs: task.identities or the reference identifier's guess
     figures, scores = [], {}
     idx = score_subset(ctx, len(ctx.splits.test), "complete")
     test = test_inputs(ctx, idx.tolist())
-    for name, mask in masks.items():
+    for name, mask in ctx.progress(masks.items(), "masks"):
         masked, completed = complete(ctx, shown, mask, f"{name}/shown")
         tiles = np.stack([shown.images, masked, completed], axis=1)
         fig = labelled_grid(tiles, ctx.tile_scale, [n.split(" ")[-1] for n in shown.names],

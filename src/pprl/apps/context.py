@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pprl.data import images_to_tensor, load_faces, tensor_to_images
 from pprl.data.split import FaceSet, FaceSplits, resolve_leave_out
+from pprl.errors import ConfigError
 from pprl.io import RunError, find_checkpoint, load_model, load_run_config, pick_device
 
 if TYPE_CHECKING:
@@ -82,6 +83,12 @@ class Context:
             keep &= ~((tr.identity == i) & (tr.expression == e))
         return tr.subset(np.flatnonzero(keep))
 
+    def progress(self, items, desc: str):
+        """`items` under a tqdm bar named after the task (stderr, shown when it is a terminal): a task's main loop."""
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=f"{self.task.name}: {desc}", leave=False, disable=None)
+
     def rng(self, salt: str) -> np.random.Generator:
         """A numpy stream determined by `seed` and `salt` (each use gets its own stream)."""
         return np.random.default_rng([self.seed, _salt(salt)])
@@ -89,6 +96,15 @@ class Context:
     def generator(self, salt: str) -> torch.Generator:
         """A CPU torch generator determined by `seed` and `salt`."""
         return torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + _salt(salt))
+
+    def quality(self, synthesized: np.ndarray) -> dict:
+        """Domain FID / KID of uint8 synthesized images against the real test images, with the real-vs-real
+        floor (`pprl.quality`, in the judges' feature space; settings in conf/judges/default.yaml)."""
+        from pprl.quality import quality_entry
+
+        rc = self.cfg.reference
+        return quality_entry(self.refs, self.splits.test.images, self.splits.train.images, synthesized,
+                             int(rc.kid_subset_size), int(rc.kid_subsets), self.seed)
 
     @property
     def refs(self) -> "ReferenceClassifiers":
@@ -135,7 +151,7 @@ def latents(ctx: Context, images: np.ndarray, salt: str) -> torch.Tensor:
     """f(I) for uint8 images: the mean mu (`task.latent=mean`, default) or a seeded draw from q(f|I)."""
     mode = str(ctx.task.get("latent", "mean"))
     if mode not in ("mean", "sample"):
-        raise ValueError(f"task.latent={mode!r}: allowed values are mean, sample")
+        raise ConfigError(f"task.latent={mode!r}: allowed values are mean, sample")
     gen = ctx.generator(f"latent/{salt}")
     out = []
     for start in range(0, len(images), ctx.batch_size):

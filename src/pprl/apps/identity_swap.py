@@ -19,7 +19,7 @@ from .scores import accuracy, write_scores
 def swap(ctx: Context, images: np.ndarray, targets: list[int], salt: str) -> np.ndarray:
     """(N, len(targets), H, W, 3) uint8: G(I, c) for each input and target code."""
     f = latents(ctx, images, salt)
-    return np.stack([decode(ctx, f, c) for c in targets], axis=1)
+    return np.stack([decode(ctx, f, c) for c in ctx.progress(targets, "identity codes")], axis=1)
 
 
 def swap_scores(ctx: Context, inputs: Inputs, outputs: np.ndarray, targets: list[int]) -> dict:
@@ -54,7 +54,8 @@ def run(ctx: Context) -> tuple[list, dict]:
 
     idx = score_subset(ctx, len(ctx.splits.test), "identity_swap")
     test = test_inputs(ctx, idx.tolist())
-    scores = {"shown": swap_scores(ctx, shown, outputs, targets),
-              "test": swap_scores(ctx, test, swap(ctx, test.images, targets, "test"), targets)}
+    protected = swap(ctx, test.images, targets, "test")
+    scores = {"shown": swap_scores(ctx, shown, outputs, targets), "test": swap_scores(ctx, test, protected, targets),
+              "quality": ctx.quality(protected.reshape(-1, *protected.shape[2:]))}
     write_scores(ctx, scores, figures, {"shown": shown.names, "scored": f"{len(idx)} test images"})
     return figures, scores

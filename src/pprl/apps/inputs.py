@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pprl.data.labels import resolve_label
+from pprl.errors import ConfigError, MissingFileError
 
 from .context import Context
 
@@ -39,7 +40,7 @@ def read_images(paths: Sequence[str | os.PathLike], size: int) -> np.ndarray:
     for p in paths:
         path = Path(str(p)).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"task.inputs: image {str(p)!r} does not exist ({path.resolve()})")
+            raise MissingFileError(f"task.inputs: image {str(p)!r} does not exist ({path.resolve()})")
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
@@ -47,7 +48,7 @@ def read_images(paths: Sequence[str | os.PathLike], size: int) -> np.ndarray:
                     im = im.resize((size, size), Image.LANCZOS)
                 out.append(np.asarray(im, dtype=np.uint8))
         except OSError as exc:
-            raise ValueError(f"task.inputs: cannot read image {str(p)!r}: {exc}") from exc
+            raise ConfigError(f"task.inputs: cannot read image {str(p)!r}: {exc}") from exc
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
@@ -62,7 +63,7 @@ def test_inputs(ctx: Context, idx: Sequence[int], key: str = "task.indices") -> 
     idx = [int(i) for i in idx]
     bad = [i for i in idx if not 0 <= i < len(test)]
     if bad:
-        raise IndexError(f"{key}: {bad} out of range; the test split has {len(test)} images (0..{len(test) - 1})")
+        raise ConfigError(f"{key}: {bad} out of range; the test split has {len(test)} images (0..{len(test) - 1})")
     sub = test.subset(np.asarray(idx, np.int64))
     names = [describe(ctx, "test", i, a, b) for i, a, b in zip(idx, sub.identity, sub.expression)]
     return Inputs(sub.images, sub.identity.copy(), sub.expression.copy(), names)
@@ -133,7 +134,7 @@ def fill_unknown_identity(ctx: Context, inputs: Inputs, images: np.ndarray | Non
     if given:
         ids = [resolve_identity(v, ctx.identities) for v in given]
         if len(ids) not in (1, len(unknown)):
-            raise ValueError(f"task.identities: give one identity or one per image input ({len(unknown)}), "
+            raise ConfigError(f"task.identities: give one identity or one per image input ({len(unknown)}), "
                              f"got {len(ids)}")
         for k, j in enumerate(unknown):
             inputs.identity[j] = ids[0] if len(ids) == 1 else ids[k]

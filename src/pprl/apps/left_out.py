@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pprl.errors import ConfigError
 from pprl.plots import labelled_grid, save_figure
 
 from .context import Context, decode, latents, score_subset
@@ -23,11 +24,11 @@ def pairs_to_synthesize(ctx: Context) -> list[tuple[int, int]]:
     pair = ctx.task.get("pair")
     if pair:
         if len(pair) != 2:
-            raise ValueError(f"task.pair: expected [identity, expression], got {list(pair)}")
+            raise ConfigError(f"task.pair: expected [identity, expression], got {list(pair)}")
         return [(resolve_identity(pair[0], ctx.identities, "task.pair"),
                  resolve_expression(pair[1], ctx.expressions, "task.pair"))]
     if not ctx.left_out:
-        raise ValueError(f"task=left_out: the run {ctx.run_dir} was trained without dataset.leave_out, so no "
+        raise ConfigError(f"task=left_out: the run {ctx.run_dir} was trained without dataset.leave_out, so no "
                          f"expression was left out. Train one with `python -m pprl.train experiment=left_out` "
                          f"(or dataset.leave_out=[[identity, expression]]), or name the pair with "
                          f"task.pair=[identity, expression]")
@@ -55,7 +56,7 @@ def synthesize_pair(ctx: Context, i: int, e: int, figures: list) -> dict:
     if ctx.task.get("inputs"):
         shown = file_inputs(ctx, list(ctx.task.inputs))
     elif not len(pool) and not ctx.task.get("indices"):
-        raise ValueError(f"task=left_out: the test split has no image of expression {ctx.expressions[e]!r} "
+        raise ConfigError(f"task=left_out: the test split has no image of expression {ctx.expressions[e]!r} "
                          f"by a subject other than {ctx.identities[i]!r}")
     else:
         shown = choose_inputs(ctx, int(ctx.task.num_inputs), pool=pool)
@@ -89,7 +90,7 @@ def synthesize_pair(ctx: Context, i: int, e: int, figures: list) -> dict:
 def run(ctx: Context) -> tuple[list, dict]:
     figures: list = []
     per_pair = {}
-    for i, e in pairs_to_synthesize(ctx):
+    for i, e in ctx.progress(pairs_to_synthesize(ctx), "left-out pairs"):
         per_pair[f"{ctx.identities[i]}/{ctx.expressions[e]}"] = synthesize_pair(ctx, i, e, figures)
     scores = {}
     for key in ("expression_acc", "identity_acc", "l1_nearest_real", "l1_nearest_real_source_baseline"):

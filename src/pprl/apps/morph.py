@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pprl.errors import ConfigError
 from pprl.figures import save_gif
 from pprl.plots import figure_pixels, labelled_grid, save_figure
 
@@ -33,7 +34,7 @@ def random_pairs(ctx: Context, n: int, salt: str) -> list[int]:
         e1, e2 = rng.choice(exprs, 2, replace=False)
         out += [int(rng.choice(np.flatnonzero((test.identity == i) & (test.expression == e)))) for e in (e1, e2)]
     if not out:
-        raise ValueError("task=morph: no subject has test images of two different expressions")
+        raise ConfigError("task=morph: no subject has test images of two different expressions")
     return out
 
 
@@ -49,7 +50,7 @@ def pair_inputs(ctx: Context, n: int, salt: str, user: bool) -> tuple[Inputs, In
     else:
         both, key = test_inputs(ctx, random_pairs(ctx, n, salt)), None
     if len(both) % 2 or not len(both):
-        raise ValueError(f"{key}: morphing takes images two by two (start, end), got {len(both)}")
+        raise ConfigError(f"{key}: morphing takes images two by two (start, end), got {len(both)}")
     starts, ends = (Inputs(both.images[s::2], both.identity[s::2].copy(), both.expression[s::2].copy(),
                            both.names[s::2]) for s in (0, 1))
     how = ["label"] * len(starts)
@@ -59,7 +60,7 @@ def pair_inputs(ctx: Context, n: int, salt: str, user: bool) -> tuple[Inputs, In
         if given:
             ids = [resolve_identity(v, ctx.identities) for v in given]
             if len(ids) not in (1, len(starts)):
-                raise ValueError(f"task.identities: give one identity or one per pair ({len(starts)}), got {len(ids)}")
+                raise ConfigError(f"task.identities: give one identity or one per pair ({len(starts)}), got {len(ids)}")
             guess = np.asarray(ids * (len(starts) if len(ids) == 1 else 1))
         else:
             guess = ctx.refs.identity_probs(starts.images).argmax(1)
@@ -76,7 +77,8 @@ def morph(ctx: Context, starts: Inputs, ends: Inputs, steps: int, salt: str) -> 
     """(pairs, steps, H, W, 3) uint8: Dec((1 - alpha) f(I_1) + alpha f(I_2), c_i) for alpha = 0..1 (eq. 7)."""
     f1, f2 = latents(ctx, starts.images, f"{salt}/start"), latents(ctx, ends.images, f"{salt}/end")
     alphas = np.linspace(0.0, 1.0, steps)
-    frames = [decode(ctx, (1 - float(a)) * f1 + float(a) * f2, starts.identity) for a in alphas]
+    frames = [decode(ctx, (1 - float(a)) * f1 + float(a) * f2, starts.identity)
+              for a in ctx.progress(alphas, "interpolation steps")]
     return np.stack(frames, axis=1)
 
 
@@ -99,7 +101,7 @@ def monotonicity(ctx: Context, frames: np.ndarray, end_expression: np.ndarray, p
 def run(ctx: Context) -> tuple[list, dict]:
     steps = int(ctx.task.steps)
     if steps < 2:
-        raise ValueError(f"task.steps must be >= 2 (alpha from 0 to 1), got {steps}")
+        raise ConfigError(f"task.steps must be >= 2 (alpha from 0 to 1), got {steps}")
     starts, ends, how = pair_inputs(ctx, int(ctx.task.pairs), "shown", user=True)
     frames = morph(ctx, starts, ends, steps, "shown")
     tiles = np.concatenate([starts.images[:, None], frames, ends.images[:, None]], axis=1)

@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pprl.errors import ConfigError
+
 from . import complete, identity_swap, left_out, morph, sample
 from .context import load_context
 
@@ -23,7 +25,7 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
     """Run `cfg.task` on the run in `cfg.run_dir`; returns the task's scores."""
     name = str(cfg.task.get("name"))
     if name not in TASKS:
-        raise ValueError(f"task={name!r}: allowed tasks are {', '.join(TASKS)}")
+        raise ConfigError(f"task={name!r}: allowed tasks are {', '.join(TASKS)}")
     logger = logger_kind(cfg)
     start = time.time()
     ctx = load_context(cfg)
@@ -41,7 +43,7 @@ def logger_kind(cfg: DictConfig) -> str:
         return "none"
     if "WandbLogger" in str(target):
         return "wandb"
-    raise ValueError(f"logger: pprl.synthesize logs to W&B (logger=wandb) or nowhere (logger=none), not {target}")
+    raise ConfigError(f"logger: pprl.synthesize logs to W&B (logger=wandb) or nowhere (logger=none), not {target}")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

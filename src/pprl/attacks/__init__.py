@@ -2,7 +2,8 @@
 
 `registry` holds one entry per scenario (`paper`: the paper's rows; `strong`, `linkability`: beyond the paper),
 `context` the work scenarios share, `protect` the protected image sets, `classifiers` the attackers' networks,
-`results` / `stats` / `table` the rows, their intervals and the JSON / Markdown / PNG / logger output.
+`results` / `stats` / `table` / `store` the rows, their intervals, the JSON / Markdown / PNG / logger output and the
+merged table with its history; `selection` the rows a sweep selects by, on the validation split.
 `pprl.evaluate` ties them to a training run dir.
 """
 
@@ -16,13 +17,16 @@ from .context import AttackContext, derived_seed
 from .protect import F_VARIANTS, ProtectedSet, latent_features, protect
 from .registry import SCENARIOS, SUITES, config_problems, run_scenarios, store_suites, suite_names
 from .results import TASKS, ScenarioResult, TaskResult, ccr
-from .stats import wilson_interval
+from .selection import SELECTION_SCENARIO, validation_rows
+from .stats import cluster_bootstrap_interval, grouped_interval, wilson_interval
+from .store import read_history, read_table
 from .table import log_table, render_markdown, table_dict, write_table
 
 __all__ = [
     "FitSettings", "ImageClassifier", "MLPClassifier", "fit_classifier", "predict", "validation_split",
     "AttackContext", "derived_seed", "F_VARIANTS", "ProtectedSet", "latent_features", "protect",
     "SCENARIOS", "SUITES", "config_problems", "run_scenarios", "store_suites", "suite_names",
-    "TASKS", "ScenarioResult", "TaskResult", "ccr", "wilson_interval",
+    "TASKS", "ScenarioResult", "TaskResult", "ccr", "SELECTION_SCENARIO", "validation_rows",
+    "cluster_bootstrap_interval", "grouped_interval", "wilson_interval", "read_history", "read_table",
     "log_table", "render_markdown", "table_dict", "write_table",
 ]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from pprl.data import images_to_tensor
 from pprl.data.device import place_rows, row_index, to_float
+from pprl.errors import ConfigError
 from pprl.nets import Discriminator, LatentClassifier
 
 log = logging.getLogger("pprl.attacks")
@@ -48,10 +49,10 @@ class FitSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], where: str) -> "FitSettings":
-        """Read the settings from `cfg`; ValueError naming every missing or bad `where.<key>`, one line each."""
+        """Read the settings from `cfg`; ConfigError naming every missing or bad `where.<key>`, one line each."""
         missing = [k for k in cls.__dataclass_fields__ if cfg.get(k) is None]
         if missing:
-            raise ValueError("invalid attack config:\n  " + "\n  ".join(
+            raise ConfigError("invalid attack config:\n  " + "\n  ".join(
                 f"{where}.{k}: missing (see conf/attack/)" for k in missing))
         s = cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
         problems = []
@@ -72,7 +73,7 @@ class FitSettings:
         if not s.weight_decay >= 0:
             problems.append(f"{where}.weight_decay={s.weight_decay!r}: must be >= 0")
         if problems:
-            raise ValueError("invalid attack config:\n  " + "\n  ".join(problems))
+            raise ConfigError("invalid attack config:\n  " + "\n  ".join(problems))
         return s
 
 

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pprl.data import FaceSplits
+from pprl.errors import ConfigError
 
 from .classifiers import FitSettings, ImageClassifier, fit_classifier, predict, validation_split
 from .protect import ProtectedSet, model_device, protect
@@ -49,7 +50,7 @@ class AttackContext:
     def settings(self, scenario: str) -> DictConfig:
         block = self.cfg.get(scenario)
         if block is None:
-            raise ValueError(f"attack.{scenario}: missing settings block in the attack config "
+            raise ConfigError(f"attack.{scenario}: missing settings block in the attack config "
                              f"(see conf/attack/{scenario}.yaml)")
         return block
 
@@ -115,11 +116,17 @@ class AttackContext:
         return self.shared["attack_II"]
 
     def classify(self, classifiers: dict[str, Any], images: np.ndarray, identity: np.ndarray,
-                 expression: np.ndarray, desc: str) -> tuple[TaskResult, TaskResult]:
+                 expression: np.ndarray, desc: str, groups: np.ndarray | None = None) -> tuple[TaskResult, TaskResult]:
+        """Both classifiers' predictions on `images`; `groups`: the source image of each row when one image gives
+        several rows (a protected set's `source`), for the interval."""
         out = []
         for task, target in (("identification", identity), ("expression", expression)):
             pred = predict(classifiers["nets"][task], images, batch_size=max(self.batch_size, 64),
                            device=self.device, desc=f"{desc} {task}")
             out.append(TaskResult(np.asarray(target, np.int64), self.names[task], pred,
-                                  classifiers["reports"][task].as_dict()))
+                                  classifiers["reports"][task].as_dict(), groups=groups))
         return out[0], out[1]
+
+    def classify_protected(self, classifiers: dict[str, Any], prot: ProtectedSet, desc: str) -> tuple[TaskResult, TaskResult]:
+        """`classify` on a protected set, each decision grouped by its source image."""
+        return self.classify(classifiers, prot.images, prot.identity, prot.expression, desc, groups=prot.source)

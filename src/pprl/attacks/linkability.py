@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pprl.errors import DataError
+
 from .classifiers import as_batch
 from .context import AttackContext, derived_seed
 from .registry import scenario
@@ -99,7 +101,7 @@ def sample_pairs(identity: np.ndarray, expression: np.ndarray, source: np.ndarra
         b_other[todo] = same_look(expression[b[todo]] * num_codes + code[b[todo]], rng)
     keep = np.flatnonzero(ok_b & (b_other >= 0) & (identity[b_other] != identity[a]))
     if not len(keep):
-        raise ValueError("linkability: no valid pair; it needs >= 2 target codes, >= 2 test images of some "
+        raise DataError("linkability: no valid pair; it needs >= 2 target codes, >= 2 test images of some "
                          "identity and >= 2 identities sharing an expression in the test set")
     # each same-person pair once (a small test set cannot supply n_pairs // 2 distinct ones)
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])

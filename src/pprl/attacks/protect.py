@@ -22,8 +22,12 @@ from pprl.data import FaceSet, images_to_tensor
 from pprl.data.device import fits_on_device, place_rows, to_float, to_uint8
 
 
-#: the two views of f(I) an attacker on the representation can take: the mean mu, or a draw from q(f|I)
-F_VARIANTS = ("mu", "sampled")
+#: the views of f(I) an attacker on the representation can take: the released mean mu (`represent(sample=False)`,
+#: what the model hands out), a draw from the whole posterior q(f|I), and the whole unmasked mean (what an attacker
+#: holding the encoder network reads; the same as "mu" when the model releases every dim, `model.release_kl=0`)
+F_VARIANTS = ("mu", "sampled", "mu_unmasked")
+#: the variants a deployment releases (attack III's row is chosen among them)
+RELEASED_VARIANTS = ("mu", "sampled")
 
 
 @dataclass
@@ -105,10 +109,14 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
 
 
 @torch.inference_mode()
-def latent_features(model, faces: FaceSet, sample: bool, batch_size: int = 256, seed: int = 0,
+def latent_features(model, faces: FaceSet, variant: str, batch_size: int = 256, seed: int = 0,
                     desc: str = "encode", on_device: bool | None = None) -> np.ndarray:
-    """f(I) for every image (attack III): the mean mu (`sample=False`) or one draw from q(f|I), float32 (N, d),
-    copied to the host once at the end (`on_device`: the images too go to the model's device once)."""
+    """f(I) for every image (attack III) as one of `F_VARIANTS`: the released mean, one draw from q(f|I) or the
+    unmasked mean; float32 (N, d), copied to the host once at the end (`on_device`: the images too go to the
+    model's device once)."""
+    if variant not in F_VARIANTS:
+        raise ValueError(f"latent_features: variant={variant!r}; allowed: {', '.join(F_VARIANTS)}")
+    sample, released = variant == "sampled", variant != "mu_unmasked"
     device = model_device(model)
     source = place_rows(faces.images, device, on_device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -118,7 +126,7 @@ def latent_features(model, faces: FaceSet, sample: bool, batch_size: int = 256, 
     try:
         for start in tqdm(range(0, len(faces), batch_size), desc=desc, unit="batch", leave=False, disable=None):
             x = _input_batch(source, start, start + batch_size, device)
-            chunks.append(model.represent(x, sample=sample, generator=generator).float())
+            chunks.append(model.represent(x, sample=sample, generator=generator, released=released).float())
     finally:
         model.train(was_training)
     return torch.cat(chunks).cpu().numpy()

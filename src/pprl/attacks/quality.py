@@ -39,15 +39,12 @@ class QualityResult:
 
 
 def _problems(block: Mapping[str, Any], where: str) -> list[str]:
-    problems = []
-    for key in ("kid_subset_size", "kid_subsets"):
-        value = block.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-            problems.append(f"{where}.{key}={value!r}: must be an integer >= 2")
     judges = block.get("judges")
-    if judges is None or any(judges.get(k) is None for k in ("epochs", "batch_size", "lr", "seed")):
-        problems.append(f"{where}.judges: needs epochs, batch_size, lr, seed (see conf/judges/default.yaml)")
-    return problems
+    keys = ("epochs", "batch_size", "lr", "seed", "kid_subset_size", "kid_subsets")
+    if judges is None or any(judges.get(k) is None for k in keys):
+        return [f"{where}.judges: needs {', '.join(keys)} (see conf/judges/default.yaml)"]
+    return [f"{where}.judges.{key}={judges[key]!r}: must be an integer >= 2" for key in ("kid_subset_size", "kid_subsets")
+            if not isinstance(judges[key], int) or isinstance(judges[key], bool) or judges[key] < 2]
 
 
 def _note(table: dict[str, Any]) -> list[str]:
@@ -66,6 +63,7 @@ def image_quality(ctx: AttackContext) -> list[QualityResult]:
     judges = reference_classifiers(ctx.run_dir, block.judges, ctx.splits, int(ctx.model.hparams.width),
                                    ctx.device, ctx.batch_size)
     entry = quality_entry(judges, ctx.splits.test.images, ctx.splits.train.images, ctx.protected_test().images,
-                          int(block.kid_subset_size), int(block.kid_subsets), derived_seed(ctx.seed, "quality"))
+                          int(block.judges.kid_subset_size), int(block.judges.kid_subsets),
+                          derived_seed(ctx.seed, "quality"))
     entry["judges"] = judges.summary()
     return [QualityResult("image_quality", entry)]

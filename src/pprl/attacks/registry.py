@@ -103,7 +103,8 @@ def config_problems(attack_cfg: Mapping[str, Any] | None) -> Problems:
     names = attack_cfg.get("scenarios")
     allowed = ", ".join(SCENARIOS)
     if names is None:
-        return [f"attack: no `scenarios` list (is attack= a scenario or a suite? allowed: all, strong, {allowed})"]
+        return [f"attack: no `scenarios` list: attack= takes a suite or a scenario (conf/attack/common.yaml only "
+                f"holds the settings they share); allowed: {', '.join(SUITES)}, {allowed}"]
     if isinstance(names, str) or not hasattr(names, "__iter__"):
         return [f"attack.scenarios={names!r}: must be a list; allowed names: {allowed}"]
     problems = [f"attack.scenarios: unknown scenario {n!r}; allowed: {allowed}" for n in names if n not in SCENARIOS]
@@ -125,21 +126,28 @@ def config_problems(attack_cfg: Mapping[str, Any] | None) -> Problems:
 
 
 def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Run `scenarios` (default: `attack.scenarios`) and what they need, in table order; rows by name, timed.
 
-    Settings are checked first (ValueError naming every bad key); the first row a runner returns is its
-    main row and gets the time.
+    Settings are checked first (ConfigError naming every bad key); the first row a runner returns is its
+    main row and gets the time. `progress`: an overall tqdm bar over the scenarios (on stderr, when it is a
+    terminal; each scenario's own bars below it).
     """
+    from tqdm.auto import tqdm
+
+    from pprl.errors import ConfigError
+
     names = list(scenarios if scenarios is not None else ctx.cfg.scenarios)
     problems = config_problems({**ctx.cfg, "scenarios": names})
     if problems:
-        raise ValueError("invalid attack config:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid attack config:\n  " + "\n  ".join(problems))
     wanted = requirements(names, ctx.cfg)
     ctx.keep_protected_train = "attack_II_strong" in wanted
     rows: dict[str, Any] = {}
+    bar = tqdm(wanted, desc="Table 2", unit="scenario", disable=None if progress else True)
     try:
-        for name in wanted:
+        for name in bar:
+            bar.set_postfix_str(name)
             start = time.time()
             produced = SCENARIOS[name].runner(ctx)
             seconds = time.time() - start
@@ -149,6 +157,7 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
             main = produced[0]
             log(f"{name}: {main.summary()} (n={main.n}, {seconds:.1f} s)")
     finally:
+        bar.close()
         ctx.release_protected_train()
     return rows
 

@@ -22,12 +22,17 @@ def ccr(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
 
 @dataclass
 class TaskResult:
-    """One figure of Table 2: predictions vs. true labels (or, for random guessing, no predictions)."""
+    """One figure of Table 2: predictions vs. true labels (or, for random guessing, no predictions).
+
+    `groups[k]` is the source test image of decision k where one image gives several decisions (the N_id
+    protected versions of attacks I / II, `ProtectedSet.source`); None: one decision per image.
+    """
 
     target: np.ndarray
     names: list[str]
     pred: np.ndarray | None = None
     attacker: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -44,6 +49,11 @@ class TaskResult:
     @property
     def hits(self) -> int:
         return int((self.pred == self.target).sum()) if self.pred is not None else 0
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(n,) bool: which decisions were right (all False without predictions)."""
+        return self.pred == self.target if self.pred is not None else np.zeros(self.n, bool)
 
     def confusion(self) -> np.ndarray | None:
         """(K, K) counts, rows = true class, columns = predicted class."""

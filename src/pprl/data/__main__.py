@@ -1,4 +1,5 @@
-"""`python -m pprl.data dataset=<name> [dataset.root=...] [output=json]`: per-group train/test counts."""
+"""`python -m pprl.data dataset=<name> [dataset.root=...] [output=json]`: per-group train/test counts (and
+validation counts with `dataset.val_fraction`)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,20 @@ def count_table(splits, faces) -> dict:
             for a, i in enumerate(splits.identities)}
 
 
-def render_text(splits, train: dict, test: dict) -> str:
-    w = max(9, *(len(e) + 1 for e in splits.expressions))
+def render_text(splits, train: dict, test: dict, val: dict | None = None) -> str:
+    parts = [train, *([val] if val else []), test]
+    w = max(9 + 4 * (val is not None), *(len(e) + 1 for e in splits.expressions))
     iw = max(8, *(len(i) + 1 for i in splits.identities))
+    held = f" / {len(splits.val)} validation" if val else ""
     lines = [f"identities ({splits.num_identities}): {', '.join(splits.identities)}",
              f"expressions ({splits.num_expressions}): {', '.join(splits.expressions)}",
-             f"images: {len(splits.train)} train / {len(splits.test)} test at {splits.image_size}x{splits.image_size}"
-             f"; skipped {len(splits.skipped)}", "", "train/test per (identity, expression):",
+             f"images: {len(splits.train)} train{held} / {len(splits.test)} test at {splits.image_size}x"
+             f"{splits.image_size}; skipped {len(splits.skipped)}", "",
+             f"{'train/validation/test' if val else 'train/test'} per (identity, expression):",
              "identity".ljust(iw) + "".join(e.rjust(w) for e in splits.expressions) + "total".rjust(w)]
     for name in splits.identities:
-        cells = [f"{train[name][e]}/{test[name][e]}" for e in splits.expressions]
-        tot = f"{sum(train[name].values())}/{sum(test[name].values())}"
+        cells = ["/".join(str(p[name][e]) for p in parts) for e in splits.expressions]
+        tot = "/".join(str(sum(p[name].values())) for p in parts)
         lines.append(name.ljust(iw) + "".join(c.rjust(w) for c in cells) + tot.rjust(w))
     if splits.left_out:
         lines.append("left out of train: " + ", ".join(
@@ -40,12 +44,13 @@ def _cli(cfg: DictConfig) -> int:
 
     splits = load_faces(cfg.dataset)
     train, test = count_table(splits, splits.train), count_table(splits, splits.test)
+    val = count_table(splits, splits.val) if len(splits.val) else None
     if cfg.output == "json":
         out = dict(identities=splits.identities, expressions=splits.expressions, train=train, test=test,
-                   skipped=splits.skipped)
+                   skipped=splits.skipped, **({"val": val} if val else {}))
         sys.stdout.write(json.dumps(out) + "\n")
     else:
-        print(render_text(splits, train, test))
+        print(render_text(splits, train, test, val))
     return 0
 
 

@@ -21,6 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
+from pprl.errors import ConfigError
+
 from .device import to_float
 from .registry import dataset_problems, sources
 from .split import FaceSet, FaceSplits, make_splits
@@ -64,16 +66,17 @@ def _as_dict(cfg) -> dict:
 def load_faces(dataset_cfg) -> FaceSplits:
     """Load (decode or read from cache) the configured source and split it (paper §5.1).
 
-    The config is checked first (`registry.dataset_problems`): a ValueError lists every bad key, one line each.
+    The config is checked first (`registry.dataset_problems`): a ConfigError (a ValueError) lists every bad key, one line each.
     """
     cfg = _as_dict(dataset_cfg)
     problems = dataset_problems(cfg)
     if problems:
-        raise ValueError("invalid dataset config:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid dataset config:\n  " + "\n  ".join(problems))
     arrays, meta = sources()[cfg["name"]].load(cfg)
     return make_splits(arrays["images"], arrays["identity"], arrays["expression"], meta["identities"],
                        meta["expressions"], train_fraction=float(cfg["train_fraction"]), seed=int(cfg["seed"]),
-                       leave_out=cfg.get("leave_out") or [], skipped=meta["skipped"], image_size=int(cfg["image_size"]))
+                       leave_out=cfg.get("leave_out") or [], skipped=meta["skipped"], image_size=int(cfg["image_size"]),
+                       val_fraction=float(cfg.get("val_fraction") or 0.0))
 
 
 class TensorBatches(Dataset):
@@ -211,7 +214,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.data_on_device = data_on_device
         self.splits: FaceSplits | None = None
-        self._train = self._test = None
+        self._train = self._test = self._val = None
         self._train_sampler: EpochBatchSampler | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -219,6 +222,8 @@ class FaceDataModule(pl.LightningDataModule):
             self.splits = load_faces(self.dataset_cfg)
             self._train = TensorBatches(self.splits.train)
             self._test = TensorBatches(self.splits.test)
+            # the GAN's monitoring reads the validation split when dataset.val_fraction carved one, else test
+            self._val = TensorBatches(self.splits.val) if len(self.splits.val) else self._test
 
     def batch_device(self) -> torch.device | None:
         """The device batches are built on (the device path), or None (host batches, copied by Lightning)."""
@@ -254,7 +259,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self._test, False)
+        return self._loader(self._val, False)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()

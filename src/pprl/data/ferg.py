@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pprl.errors import DataError, MissingDataError
+
 from .folder import Listing, check_labels, decode_listing, image_files
 from .registry import dataset_source
 
@@ -26,7 +28,7 @@ def find_db(root: Path) -> Path:
     for cand in (root / "FERG_DB_256", root):
         if cand.is_dir() and any((cand / c).is_dir() for c in CHARACTERS):
             return cand
-    raise FileNotFoundError(f"dataset.root={str(root)!r} does not hold FERG-DB; expected {LAYOUT}. {SOURCE}.")
+    raise MissingDataError(f"dataset.root={str(root)!r} does not hold FERG-DB; expected {LAYOUT}. {SOURCE}.")
 
 
 def list_ferg(root: Path) -> Listing:
@@ -34,7 +36,7 @@ def list_ferg(root: Path) -> Listing:
     lst = Listing(db, [], [], [], list(CHARACTERS), list(EXPRESSIONS))
     for i, ch in enumerate(CHARACTERS):
         if not (db / ch).is_dir():
-            raise ValueError(f"dataset: FERG character {ch!r} has no images (missing folder {db / ch}); expected {LAYOUT}")
+            raise DataError(f"dataset: FERG character {ch!r} has no images (missing folder {db / ch}); expected {LAYOUT}")
         for e, ex in enumerate(EXPRESSIONS):
             folder = db / ch / f"{ch}_{ex}"
             for f in image_files(folder) if folder.is_dir() else []:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pprl.errors import DataError, MissingDataError
+
 from .cache import DECODE_VERSION, cached, file_signature
 from .registry import dataset_source
 
@@ -81,7 +83,7 @@ def _decode_all(listing: Listing, size: int, strict: bool):
             return decode_image(path, size)
         except Exception as err:  # unreadable / truncated file
             if strict:
-                raise ValueError(f"dataset.strict=true and {path} is unreadable: {err}") from err
+                raise DataError(f"dataset.strict=true and {path} is unreadable: {err}") from err
             return None
 
     n = len(listing.files)
@@ -107,7 +109,7 @@ def decode_listing(source: str, listing: Listing, cfg: dict) -> tuple[dict, dict
     arrays, meta = cached(source, key, lambda: _decode_all(listing, size, strict), bool(cfg["cache"]))
     for path in meta["skipped"]:
         if strict:
-            raise ValueError(f"dataset.strict=true and {path} is unreadable")
+            raise DataError(f"dataset.strict=true and {path} is unreadable")
         warnings.warn(f"pprl: skipped unreadable image {path}", stacklevel=2)
     return arrays, meta
 
@@ -117,11 +119,11 @@ def check_labels(listing: Listing, id_word="identity", expr_word="expression") -
     have = set(listing.identity)
     for i, name in enumerate(listing.identities):
         if i not in have:
-            raise ValueError(f"dataset: {id_word} {name!r} has no images under {listing.root}")
+            raise DataError(f"dataset: {id_word} {name!r} has no images under {listing.root}")
     present = set(listing.expression)
     for e, name in enumerate(listing.expressions):
         if e not in present:
-            raise ValueError(f"dataset: {expr_word} {name!r} has no images under {listing.root}")
+            raise DataError(f"dataset: {expr_word} {name!r} has no images under {listing.root}")
 
 
 LAYOUT = "<root>/<identity>/<expression>/*.{png,jpg,jpeg,bmp}"
@@ -130,13 +132,13 @@ LAYOUT = "<root>/<identity>/<expression>/*.{png,jpg,jpeg,bmp}"
 def list_folder(root: Path) -> Listing:
     layout = LAYOUT
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset.root={str(root)!r} is not a directory; the folder source expects {layout}")
+        raise MissingDataError(f"dataset.root={str(root)!r} is not a directory; the folder source expects {layout}")
     id_dirs = subdirs(root)
     if not id_dirs:
-        raise FileNotFoundError(f"dataset.root={str(root)!r} has no identity folders; expected {layout}")
+        raise MissingDataError(f"dataset.root={str(root)!r} has no identity folders; expected {layout}")
     expressions = sorted({e.name for d in id_dirs for e in subdirs(d)})
     if not expressions:
-        raise FileNotFoundError(f"dataset.root={str(root)!r} has no expression folders; expected {layout}")
+        raise MissingDataError(f"dataset.root={str(root)!r} has no expression folders; expected {layout}")
     lst = Listing(root, [], [], [], [d.name for d in id_dirs], expressions)
     for i, d in enumerate(id_dirs):
         for e_dir in subdirs(d):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pprl.errors import DataError, MissingDataError
+
 from .folder import Listing, check_labels, decode_listing, image_files, subdirs
 from .registry import dataset_source
 
@@ -25,7 +27,7 @@ def find_subjects(root: Path) -> Path:
     for cand in (root / "subjects3", root):
         if cand.is_dir() and cand.name == "subjects3":
             return cand
-    raise FileNotFoundError(f"dataset.root={str(root)!r} does not hold the MUG database; expected {LAYOUT}. {SOURCE}.")
+    raise MissingDataError(f"dataset.root={str(root)!r} does not hold the MUG database; expected {LAYOUT}. {SOURCE}.")
 
 
 def _expression_dirs(subject: Path):
@@ -56,11 +58,11 @@ def list_mug(root: Path, num_subjects: int = 8, trim: int = 20) -> Listing:
     per_subject = {s.name: subject_frames(s, trim) for s in subdirs(subjects_dir)}
     per_subject = {k: v for k, v in per_subject.items() if v}
     if not per_subject:
-        raise FileNotFoundError(f"no frames found under {subjects_dir} (after trimming {trim} frames from each end); "
+        raise MissingDataError(f"no frames found under {subjects_dir} (after trimming {trim} frames from each end); "
                                 f"expected {LAYOUT}. {SOURCE}.")
     chosen = sorted(per_subject, key=lambda k: (-len(per_subject[k]), k))[:num_subjects]
     if len(chosen) < num_subjects:
-        raise ValueError(f"dataset.num_subjects={num_subjects} but only {len(chosen)} MUG subjects have frames "
+        raise DataError(f"dataset.num_subjects={num_subjects} but only {len(chosen)} MUG subjects have frames "
                          f"under {subjects_dir}")
     names = sorted(chosen)
     lst = Listing(subjects_dir, [], [], [], names, list(EXPRESSIONS))

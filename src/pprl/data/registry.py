@@ -62,7 +62,7 @@ def _is_int(value: Any) -> bool:
 
 
 def dataset_problems(d: Mapping[str, Any]) -> list[str]:
-    """One line per problem with a `dataset` config: name, root, image size, split fraction, leave_out names."""
+    """One line per problem with a `dataset` config: name, root, image size, split fractions, leave_out names."""
     problems = []
     size = d.get("image_size")
     if not _is_int(size) or size < 16 or size % 16:
@@ -77,6 +77,9 @@ def dataset_problems(d: Mapping[str, Any]) -> list[str]:
     frac = d.get("train_fraction")
     if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac < 1:
         problems.append(f"dataset.train_fraction={frac!r}: must be in (0, 1)")
+    val = d.get("val_fraction", 0.0)
+    if not isinstance(val, (int, float)) or isinstance(val, bool) or not 0 <= val < 1:
+        problems.append(f"dataset.val_fraction={val!r}: must be in [0, 1) (share of the training split; 0: none)")
     return problems + _leave_out_problems(d, source)
 
 

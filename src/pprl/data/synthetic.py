@@ -13,10 +13,11 @@ size: `experiment=ferg_scale` uses FERG-DB's (55,767 images at 64 px, see conf/e
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 from PIL import Image
+
+from pprl.errors import ConfigError
 
 from .cartoon import CODE_VERSION, EXPRESSIONS, identity_names, render_face
 from .registry import dataset_source
@@ -32,7 +33,7 @@ def group_sizes(num_identities: int, images_per_group: int, group_counts=None) -
         return np.full((num_identities, len(EXPRESSIONS)), int(images_per_group), np.int64)
     counts = np.asarray(group_counts)
     if counts.shape != (num_identities, len(EXPRESSIONS)) or counts.dtype.kind not in "iu" or counts.min() < 1:
-        raise ValueError(f"dataset.group_counts: must be {num_identities} lists (dataset.num_identities) of "
+        raise ConfigError(f"dataset.group_counts: must be {num_identities} lists (dataset.num_identities) of "
                          f"{len(EXPRESSIONS)} integers >= 1 (one per expression: {', '.join(EXPRESSIONS)})")
     return counts.astype(np.int64)
 
@@ -95,7 +96,7 @@ def load(cfg: dict):
     n_id, per = int(cfg["num_identities"]), int(cfg["images_per_group"])
     size, rseed = int(cfg["image_size"]), int(cfg["render_seed"])
     if n_id < 1 or per < 1:
-        raise ValueError(f"dataset.num_identities and dataset.images_per_group must be >= 1, got {n_id}, {per}")
+        raise ConfigError(f"dataset.num_identities and dataset.images_per_group must be >= 1, got {n_id}, {per}")
     group_counts = cfg.get("group_counts")
     counts = group_sizes(n_id, per, group_counts)
     workers = render_workers(int(cfg.get("render_workers") or 0), int(counts.sum()))
@@ -128,7 +129,7 @@ def write_tree(root, identities, images_per_group: int, image_size: int = 32, se
     root = Path(root)
     identities = list(identities)
     if not identities or min(identities) < 0 or images_per_group < 1:
-        raise ValueError("write_tree: need identities >= 0 and images_per_group >= 1")
+        raise ConfigError("write_tree: need identities >= 0 and images_per_group >= 1")
     names = identity_names(max(identities) + 1)
     total = len(identities) * len(EXPRESSIONS) * images_per_group
     with tqdm(total=total, desc=f"pprl: writing {root}", disable=not progress) as bar:
@@ -151,18 +152,17 @@ def parse_identities(spec) -> list[int]:
             return list(range(first, last + 1))
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"identities={spec!r}: use 'a-b' (e.g. 6-11) or 'a,b,c' (e.g. 0,2,4)") from None
+        raise ConfigError(f"identities={spec!r}: use 'a-b' (e.g. 6-11) or 'a,b,c' (e.g. 0,2,4)") from None
 
 
 def _cli(cfg) -> int:
-    try:
-        n = write_tree(cfg.root, parse_identities(cfg.identities), int(cfg.per_group), int(cfg.size), int(cfg.seed),
-                       progress=True)
-    except ValueError as exc:
-        print(f"pprl.data.synthetic: error: {exc}", file=sys.stderr)
-        return 2
+    from pprl.cli import print_written
+
+    n = write_tree(cfg.root, parse_identities(cfg.identities), int(cfg.per_group), int(cfg.size), int(cfg.seed),
+                   progress=True)
     print(f"wrote {n} images under {cfg.root}; train on them with: "
           f"python -m pprl.train dataset=folder dataset.root={cfg.root} dataset.image_size={cfg.size}")
+    print_written("dataset", cfg.root)
     return 0
 
 

@@ -134,8 +134,9 @@ def run(ctx: AttackContext) -> list[ScenarioResult]:
         rows = np.sort(np.random.default_rng(derived_seed(ctx.seed, NAME, "test")).choice(rows, max_test, False))
     ref = rec.describe(tr.images)
     idx = nearest(ref, rec.describe(prot.images[rows]))
-    ident = TaskResult(prot.identity[rows], names["identification"], tr.identity[idx], {"attacker": "dlib 1-NN"})
-    expr = TaskResult(prot.expression[rows], names["expression"], tr.expression[idx], {"attacker": "dlib 1-NN"})
+    attacker, groups = {"attacker": "dlib 1-NN"}, prot.source[rows]  # N_id versions of one image: one group
+    ident = TaskResult(prot.identity[rows], names["identification"], tr.identity[idx], attacker, groups)
+    expr = TaskResult(prot.expression[rows], names["expression"], tr.expression[idx], attacker, groups)
     return [ScenarioResult(NAME, ident, expr, seconds=time.time() - start,
                            extras={"descriptor": "dlib_face_recognition_resnet_model_v1", "enrolled": len(ref),
                                    "tested": int(len(rows))})]
