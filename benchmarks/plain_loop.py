@@ -3,9 +3,10 @@
 Same networks (those of a `PPRLVGAN`), the same objective (`pprl.objective.discriminator_terms` /
 `generator_terms`, weighted by `pprl.losses.weighted_total`: the very functions the LightningModule calls), same
 optimizers (RMSprop), same batches (the datamodule's loader) and the same random draws (`pprl.module.step_seed`):
-one D step then `g_steps_per_d_step` G steps per batch. Nothing else: no logging, no accuracy bookkeeping, no
-running statistics, no finiteness check, no hooks. Given the same starting weights it ends with the same weights
-as the Trainer (checked by `benchmarks/run.py`).
+one D step then `g_steps_per_d_step` G steps per batch, under bf16 autocast when the run's precision is
+`bf16-mixed` (as Lightning's precision plugin wraps the training step), on channels-last batches when the model
+is. Nothing else: no logging, no accuracy bookkeeping, no running statistics, no finiteness check, no hooks.
+Given the same starting weights it ends with the same weights as the Trainer (checked by `benchmarks/run.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pprl.module import step_seed
 class PlainLoop:
     """Train the networks of `model` (a PPRLVGAN, used only as a container of networks and settings)."""
 
-    def __init__(self, model, seed: int = 0):
+    def __init__(self, model, seed: int = 0, precision: str = "32-true"):
         hp = model.hparams
+        self.bf16 = precision == "bf16-mixed"
         self.model = model
         self.weights = model.term_weights
         self.g_steps = int(hp.g_steps_per_d_step)
@@ -53,13 +55,16 @@ class PlainLoop:
         self.step += 1
 
     def train_batch(self, x, identity, expression) -> None:
+        if self.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         rng = torch.Generator(device=x.device).manual_seed(step_seed(self.seed, self.step))
         batch = (x, identity, expression, rng)
-        self._step(objective.discriminator_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
-        for _ in range(self.g_steps):
-            self._step(objective.generator_terms, self.gen_params, self.disc_params, self.opt_g, *batch)
-            self.model.update_ema()
-            self.model.g_steps += 1
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            self._step(objective.discriminator_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
+            for _ in range(self.g_steps):
+                self._step(objective.generator_terms, self.gen_params, self.disc_params, self.opt_g, *batch)
+                self.model.update_ema()
+                self.model.g_steps += 1
         self._requires_grad(self.disc_params, True)
 
     def run(self, batches: Iterable, device: torch.device | str = "cpu") -> float:

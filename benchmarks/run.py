@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,136 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain_loop import PlainLoop  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-os.environ.setdefault("WANDB_MODE", "disabled")
-
-
-# ---------------------------------------------------------------------------- helpers
-def compose(overrides: list[str], run_dir: Path):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from pprl.config import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=["logger=csv", "evaluate=false"] + overrides)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-    return cfg
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "lightning": pl.__version__,
-            "python": platform.python_version(), "threads": torch.get_num_threads(), "gpu": gpu,
-            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()}
-
-
-class BatchTimer(pl.Callback):
-    """Wall time of batches [warmup, warmup + n) including everything the Trainer does between batches."""
-
-    def __init__(self, warmup: int, n: int):
-        self.warmup, self.n, self.t0, self.t1 = warmup, n, None, None
-
-    def _sync(self, pl_module):
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1
-        if done == self.warmup:
-            self._sync(pl_module)
-            self.t0 = time.perf_counter()
-        elif done == self.warmup + self.n:
-            self._sync(pl_module)
-            self.t1 = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return self.t1 - self.t0
-
-
-def setup(overrides: list[str], work: Path):
-    from pprl.data import FaceDataModule
-
-    cfg = compose(overrides, work)
-    dm = FaceDataModule(cfg.dataset, batch_size=int(cfg.train.batch_size), num_workers=int(cfg.train.num_workers),
-                        seed=int(cfg.seed))
-    dm.setup("fit")
-    return cfg, dm
-
-
-def fresh_model(cfg, dm):
-    from pprl.train import build_model
-
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    return build_model(cfg, dm.splits)
-
-
-def trainer_run(cfg, dm, warmup: int, n: int, extra_callbacks=(), profiler=None):
-    """The Trainer as `pprl.train` builds it (config's trainer settings, CSV logger), for warmup + n batches."""
-    import hydra
-
-    from pprl.data import FaceDataModule
-    from pprl.train import build_logger
-
-    model = fresh_model(cfg, dm)
-    timer = BatchTimer(warmup, n)
-    g = int(cfg.train.g_steps_per_d_step)
-    dm2 = FaceDataModule(cfg.dataset, batch_size=dm.batch_size, num_workers=dm.num_workers, seed=dm.seed)
-    dm2.splits, dm2._train, dm2._test = dm.splits, dm._train, dm._test
-    logger = build_logger(cfg, Path(cfg.run_dir))
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger if logger is not None else False, callbacks=[timer, *extra_callbacks],
-        default_root_dir=cfg.run_dir, enable_checkpointing=False, max_steps=(warmup + n) * (1 + g),
-        max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, profiler=profiler)
-    trainer.fit(model, datamodule=dm2)
-    return timer.seconds, model
-
-
-def plain_run(cfg, dm, warmup: int, n: int):
-    """The plain loop on the same loader (epochs 0, 1, ... of the datamodule's sampler), for warmup + n batches."""
-    model = fresh_model(cfg, dm)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
-    model.to(device)
-    loop = PlainLoop(model, seed=int(cfg.seed))
-
-    def batches():
-        epoch = 0
-        while True:
-            loader = dm.train_dataloader()
-            loader.sampler.set_epoch(epoch)
-            yield from loader
-            epoch += 1
-
-    stream = batches()
-    loop.run(itertools.islice(stream, warmup), device)
-    seconds = loop.run(itertools.islice(stream, n), device)
-    return seconds, model
-
-
-def state_diff(a, b) -> float:
-    sa, sb = a.state_dict(), b.state_dict()
-    # floating tensors only: the plain loop does not count d_steps / g_steps
-    return max(float((sa[k].cpu() - sb[k].cpu()).abs().max()) for k in sa if sa[k].is_floating_point())
-
-
-def images_per_second(batch: int, n: int, seconds: float) -> float:
-    return batch * n / seconds
+from common import (HERE, images_per_second, machine, model_from_config, plain_run, setup,  # noqa: E402
+                    state_diff, trainer_run)
 
 
 # ---------------------------------------------------------------------------- 1 + 4: Trainer vs plain
@@ -187,7 +60,9 @@ def bench_training(name, overrides, warmup, n, rounds, work, rows, check_equal=T
 
 # ---------------------------------------------------------------------------- 2: data path
 def bench_data(cfg, dm, train_img_s, seconds, rows):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from pprl.speed import run_device
+
+    device = run_device(cfg.trainer)
     loader = dm.train_dataloader()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -208,9 +83,10 @@ RSS_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[4]))
+sys.path.insert(0, sys.argv[5])
+from common import model_from_config
 from pprl.attacks.protect import protect
 from pprl.data import FaceSet
-from pprl.module import PPRLVGAN
 
 n, size, width = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 def status(key):
@@ -219,7 +95,7 @@ def status(key):
             return int(line.split()[1]) * 1024
 rng = np.random.default_rng(0)
 faces = FaceSet(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 6, n), rng.integers(0, 7, n))
-model = PPRLVGAN(6, 7, image_size=size, width=width, latent_dim=128)
+model = model_from_config(6, 7, [f"dataset.image_size={size}", f"model.width={width}", "model.latent_dim=128"])
 protect(model, FaceSet(faces.images[:8], faces.identity[:8], faces.expression[:8]), batch_size=256)  # warm up
 try:
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
@@ -240,13 +116,12 @@ print(json.dumps({"n": n, "codes": 6, "size": size, "width": width, "expanded_by
 def bench_eval(quick: bool, threads: int, work: Path, rows: dict):
     from pprl.attacks.protect import protect
     from pprl.data import FaceSet
-    from pprl.module import PPRLVGAN
 
     # throughput with the paper model (width 32, 128-d latent) at 64 px
     n = 128 if quick else 1024
     rng = np.random.default_rng(0)
     faces = FaceSet(rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), rng.integers(0, 6, n), rng.integers(0, 7, n))
-    model = PPRLVGAN(6, 7, image_size=64, width=32, latent_dim=128)
+    model = model_from_config(6, 7, ["dataset.image_size=64", "model=paper"])
     if torch.cuda.is_available():
         model.cuda()
     protect(model, FaceSet(faces.images[:64], faces.identity[:64], faces.expression[:64]))
@@ -259,7 +134,7 @@ def bench_eval(quick: bool, threads: int, work: Path, rows: dict):
     # peak RSS of a FERG-sized expansion, in a fresh process (width-4 networks: the memory is the output)
     n_ferg = 4_700 if quick else 47_000
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", RSS_CHILD, str(n_ferg), "64", "4", str(threads)], env=env,
+    res = subprocess.run([sys.executable, "-c", RSS_CHILD, str(n_ferg), "64", "4", str(threads), str(HERE)], env=env,
                          capture_output=True, text=True, timeout=1800)
     if res.returncode:
         raise RuntimeError(f"RSS child failed: {res.stderr[-2000:]}")
@@ -317,7 +192,7 @@ def write_report(path: Path, info: dict, args, train_rows, data_rows, eval_rows,
         f"{info['threads']} torch thread(s) for everything.", "",
         "| machine | |", "|---|---|",
         f"| date | {info['date']} |", f"| CPU | {info['cpu']} ({info['cores']} cores) |",
-        f"| GPU | {info['gpu'] or 'none (no GPU in this session: the device budget was spent; GPU figures not measured)'} |",
+        f"| GPU | {info['gpu'] or 'none (GPU figures: benchmarks/gpu.sh, RESULTS_gpu.md)'} |",
         f"| torch / Lightning / Python | {info['torch']} / {info['lightning']} / {info['python']} |",
         f"| torch threads | {info['threads']} |",
         f"| load average (1/5/15 min) at start / end | {' '.join(f'{x:.1f}' for x in info['load_start'])} / "
@@ -378,8 +253,8 @@ NOTES = """## Notes
   metadata per call): Trainer/plain was 0.65 (tiny) and 0.81 (default config) before. The module now keeps
   epoch sums on the device, hands per-step values to the loggers only on `log_every_n_steps` steps and epoch
   means at epoch ends (same metric names), and checks finiteness once per batch on one stacked tensor
-  (1 host sync per batch instead of 2+). `F.one_hot` in the decoder syncs twice per call (range check); the
-  training steps pass one-hot codes built without it. What remains is Lightning's fixed per-batch cost
+  (1 host sync per batch instead of 2+; since issue 15 only on logging steps). `F.one_hot` in the decoder
+  syncs twice per call (range check); the training steps pass one-hot codes built without it. What remains is Lightning's fixed per-batch cost
   (hooks, optimizer wrappers, `toggle_optimizer`, progress bar): ~1-2 ms per batch, visible only on the
   tiny overhead-bound config.
 - Threads: on this shared 2-core machine 2 torch threads are ~5x *slower* than 1 (OpenMP threads spin
@@ -387,8 +262,8 @@ NOTES = """## Notes
   default. The test suite is ~10x faster with `OMP_NUM_THREADS=1` here.
 - bf16-mixed is 1.5x faster than fp32 on this CPU (AVX-512 BF16); channels_last and torch.compile (Inductor,
   ~40 s to compile) change little on CPU. All four options train and give finite weights.
-- No GPU: this session's device budget was spent, so no GPU figures. On a GPU machine run
-  `python benchmarks/run.py` (same command) once and add its RESULTS.md next to this one."""
+- GPU figures: `benchmarks/gpu.sh` (issue 15: Trainer vs plain loop, bf16 vs fp32, the device data path,
+  several sweep jobs per GPU) writes them to `benchmarks/RESULTS_gpu.md`."""
 
 
 def thread_scan(rows: dict) -> None:
@@ -466,10 +341,11 @@ def main() -> None:
     if "eval" not in args.skip:
         bench_eval(q, args.threads, work, eval_rows)
     if "flags" not in args.skip:
-        flags = [("32-true (baseline)", []), ("trainer.precision=bf16-mixed", ["trainer.precision=bf16-mixed"]),
-                 ("model.channels_last=true", ["model.channels_last=true"])]
+        off = ["trainer.precision=32-true", "model.channels_last=false", "model.compile=false"]  # not `auto`
+        flags = [("32-true (baseline)", off), ("trainer.precision=bf16-mixed", off + ["trainer.precision=bf16-mixed"]),
+                 ("model.channels_last=true", off + ["model.channels_last=true"])]
         if not q:
-            flags.append(("model.compile=true", ["model.compile=true"]))
+            flags.append(("model.compile=true", off + ["model.compile=true"]))
         bench_flags(default, flags, 2, max(3, n // 2), work, flag_rows)
     if "profile" not in args.skip and "train" not in args.skip:
         bench_profile(cfg, dm, 4 if q else 8, prof)

@@ -65,13 +65,15 @@ def tiny_model(splits=None, overrides: list[str] | None = None, num_identities: 
     """A PPRLVGAN built from the real, tiny config (as `pprl.train` builds it), for `splits` or the given sizes."""
     import hydra
 
+    from pprl.speed import model_switches, run_device
+
     cfg = compose_train(Path("unused"), [f"dataset.image_size={splits.image_size if splits else image_size}",
                                          *(overrides or [])])
     names = {} if splits is None else {"identity_names": list(splits.identities),
                                        "expression_names": list(splits.expressions)}
     return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities if splits else num_identities,
                                    num_expressions=splits.num_expressions if splits else num_expressions,
-                                   _convert_="all", **names)
+                                   _convert_="all", **names, **model_switches(cfg.model, run_device(cfg.trainer)))
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@
   per batch; 0 = epoch ends only) and after every epoch;
 - on SIGTERM (cluster pre-emption; Lightning stops after the current batch) and on a first Ctrl+C / SIGINT
   (the batch is finished, the checkpoint saved, then KeyboardInterrupt); a second Ctrl+C stops at once;
-- never from a diverged model: parameters are checked for NaN/Inf before every save, so after a
-  FloatingPointError the file on disk is the last good state;
+- never from a diverged model: the module's pending loss terms (`check_finite`: the divergence guard checks
+  them only on logging steps, to keep host syncs off the other batches) and the parameters are checked for
+  NaN/Inf before every save, so after a FloatingPointError the file on disk is the last good state;
 - atomically: Lightning writes to `last.ckpt.tmp`, which is then renamed over `last.ckpt` (os.replace), so a
   kill during the write leaves the previous checkpoint intact.
 """
@@ -42,6 +43,9 @@ class LastCheckpoint(pl.Callback):
     def save(self, trainer: pl.Trainer, reason: str) -> Path:
         """Write last.ckpt atomically (all ranks must call it; rank 0 writes)."""
         module = trainer.lightning_module
+        check_losses = getattr(module, "check_finite", None)
+        if callable(check_losses):
+            check_losses()  # raises FloatingPointError naming the diverged batch
         bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
         if bad:
             raise FloatingPointError(f"training diverged before step {trainer.global_step}: non-finite parameters "

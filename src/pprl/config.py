@@ -18,8 +18,8 @@ from omegaconf import DictConfig
 from pprl.errors import ConfigError  # noqa: F401  (re-exported: `from pprl.config import ConfigError`)
 from pprl.losses import GENERATOR_LOSSES, LAMBDA_KEYS
 
-PRECISIONS = ("32-true", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = ("auto", "32-true", "32", "16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+              "64", "transformer-engine", "transformer-engine-float16")
 #: the one `version_base` of every Hydra entry point and compose call
 HYDRA_VERSION_BASE = "1.3"
 
@@ -79,9 +79,10 @@ def validate_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every bad key of a `train` config (one line each)."""
     from pprl.attacks import config_problems
     from pprl.data import dataset_problems
+    from pprl.speed import setting_problems
 
     problems = (_check_lambda(cfg) + _check_train(cfg) + dataset_problems(cfg.dataset) + _check_model(cfg)
-                + config_problems(cfg.get("attack")))
+                + setting_problems(cfg) + config_problems(cfg.get("attack")))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -125,9 +126,6 @@ def _check_model(cfg: DictConfig) -> list[str]:
         problems.append(f"model.width / model.latent_dim: must be integers >= 1, got {m.width!r} / {m.latent_dim!r}")
     if not _is_number(m.release_kl) or m.release_kl < 0:
         problems.append(f"model.release_kl={m.release_kl!r}: must be a number >= 0 (nats; 0 releases every dim)")
-    for key in ("channels_last", "compile"):
-        if not isinstance(m[key], bool):
-            problems.append(f"model.{key}={m[key]!r}: must be true or false")
     if cfg.loss.generator not in GENERATOR_LOSSES:
         problems.append(f"loss.generator={cfg.loss.generator!r}: allowed values are {', '.join(GENERATOR_LOSSES)}")
     if cfg.loss.reconstruction not in ("matched", "all"):

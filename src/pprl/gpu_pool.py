@@ -1,9 +1,12 @@
-"""One GPU per job from a lock-file pool (`hydra/launcher=gpus`).
+"""GPUs for sweep jobs from a lock-file pool (`hydra/launcher=gpus`): one job per GPU, or `jobs_per_gpu` of them.
 
-A sweep on one machine with N GPUs runs N jobs in parallel (conf/hydra/launcher/gpus.yaml). Assigning
+A sweep on one machine with N GPUs runs N x `jobs_per_gpu` jobs in parallel (conf/hydra/launcher/gpus.yaml): a
+GPU has `jobs_per_gpu` slots, and the small PPRL-VGAN networks leave most of a large GPU idle, so several jobs
+per GPU finish a sweep sooner (measured by benchmarks/gpu.sh). Assigning
 `job.num % N` collides: jobs run for different times, so a worker that finished early takes job k while
-job k - N still trains on GPU k % N. Instead each job takes a free device from a pool folder: one lock file
-per device, held with `fcntl.flock` for the job's lifetime. The kernel drops the lock when its holder exits,
+job k - N still trains on GPU k % N. Instead each job takes a free slot from a pool folder: one lock file
+per (device, slot), held with `fcntl.flock` for the job's lifetime; slots are filled GPU by GPU (slot 0 of every
+GPU first), so jobs spread over the GPUs before they share one. The kernel drops the lock when its holder exits,
 however it exits (exception, SIGKILL, OOM kill), so a dead job never leaves a stale lock behind; the lock
 file itself stays (removing it could let two jobs lock two different files for one device) and only its
 text (holder pid, host, job, time) is overwritten by the next holder. Keep the pool folder on a local disk.
@@ -19,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -35,6 +39,7 @@ log = logging.getLogger("pprl.gpu_pool")
 
 POOL_ENV = "PPRL_GPU_POOL"          # the pool folder, set per job by hydra/launcher=gpus (hydra.job.env_set)
 PINNED_ENV = "PPRL_GPU_PINNED"      # set while a job holds a device; its DDP child processes do not pin again
+SLOT_ENV = "PPRL_GPU_SLOT"          # the slot of the device the job holds (0 .. jobs_per_gpu - 1)
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 
 _bound_device: str | None = None    # the device this process's CUDA context was created on
@@ -57,13 +62,20 @@ def visible_devices() -> list[str]:
     return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, flags=re.M)]
 
 
-def gpu_count() -> int:
-    """Number of visible GPUs (the `${pprl.gpu_count:}` resolver: n_jobs of hydra/launcher=gpus)."""
+def gpu_count(jobs_per_gpu: int = 1) -> int:
+    """Number of visible GPUs times `jobs_per_gpu` (the `${pprl.gpu_count:${jobs_per_gpu}}` resolver: n_jobs of
+    hydra/launcher=gpus)."""
     n = len(visible_devices())
     if n == 0:
         raise GpuPoolError("hydra/launcher=gpus: no GPU visible (CUDA_VISIBLE_DEVICES is empty or unset and "
                            "nvidia-smi lists none); set CUDA_VISIBLE_DEVICES=0,1,... or use the default launcher")
-    return n
+    return n * _check_jobs_per_gpu(jobs_per_gpu)
+
+
+def _check_jobs_per_gpu(jobs_per_gpu) -> int:
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        raise GpuPoolError(f"jobs_per_gpu={jobs_per_gpu!r}: must be an integer >= 1")
+    return jobs_per_gpu
 
 
 OmegaConf.register_new_resolver("pprl.gpu_count", gpu_count, replace=True)
@@ -74,17 +86,23 @@ def _cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def _lock_name(device: str) -> str:
-    return "gpu-" + re.sub(r"[^A-Za-z0-9_.-]", "_", device) + ".lock"
+def slot_name(device: str, slot: int) -> str:
+    """How a slot is named in `holders()` and in its lock file: the device for slot 0, `<device>#<slot>` else."""
+    return device if slot == 0 else f"{device}#{slot}"
+
+
+def _lock_name(device: str, slot: int = 0) -> str:
+    return "gpu-" + re.sub(r"[^A-Za-z0-9_.-]", "_", device) + (f".slot{slot}" if slot else "") + ".lock"
 
 
 @dataclass
 class Lease:
-    """A device held from the pool until `release()` (or until the process exits)."""
+    """A slot of a device held from the pool until `release()` (or until the process exits)."""
 
     device: str
     path: Path
     fd: int = field(repr=False)
+    slot: int = 0
 
     def release(self) -> None:
         if self.fd < 0:
@@ -98,38 +116,45 @@ class Lease:
 
 
 class GpuPool:
-    """Devices `devices` shared through lock files in `directory` (one `gpu-<device>.lock` each)."""
+    """Devices `devices` shared through lock files in `directory`, `jobs_per_gpu` slots each
+    (`gpu-<device>.lock`, then `gpu-<device>.slot<k>.lock`)."""
 
-    def __init__(self, directory: str | os.PathLike, devices: Sequence[str | int]):
+    def __init__(self, directory: str | os.PathLike, devices: Sequence[str | int], jobs_per_gpu: int = 1):
         if not devices:
             raise GpuPoolError(f"gpu pool {directory}: no devices to share")
         self.directory = Path(directory).expanduser()
         self.devices = [str(d) for d in devices]
+        self.jobs_per_gpu = _check_jobs_per_gpu(jobs_per_gpu)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GpuPoolError(f"gpu_pool={str(directory)!r}: cannot create the pool folder: {exc}") from exc
 
-    def try_acquire(self, device: str, label: str = "") -> Lease | None:
-        """Take `device` if no live process holds it; None if it is busy."""
-        path = self.directory / _lock_name(device)
+    def slots(self, only: str | None = None) -> list[tuple[str, int]]:
+        """(device, slot) in the order they are taken: slot 0 of every device, then slot 1, ..."""
+        devices = [only] if only is not None else self.devices
+        return [(d, k) for k in range(self.jobs_per_gpu) for d in devices]
+
+    def try_acquire(self, device: str, label: str = "", slot: int = 0) -> Lease | None:
+        """Take slot `slot` of `device` if no live process holds it; None if it is busy."""
+        path = self.directory / _lock_name(device, slot)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
-        info = {"device": device, "pid": os.getpid(), "host": socket.gethostname(), "job": label,
+        info = {"device": device, "slot": slot, "pid": os.getpid(), "host": socket.gethostname(), "job": label,
                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        return Lease(device, path, fd)
+        return Lease(device, path, fd, slot)
 
     def holders(self) -> dict[str, str]:
-        """device -> who holds it (the holder's own note), for the devices that are busy now."""
+        """slot (`slot_name`: the device for slot 0) -> who holds it (the holder's own note), for the busy slots."""
         busy = {}
-        for device in self.devices:
-            path = self.directory / _lock_name(device)
+        for device, slot in self.slots():
+            path = self.directory / _lock_name(device, slot)
             if not path.exists():
                 continue
             fd = os.open(path, os.O_RDONLY)
@@ -137,24 +162,26 @@ class GpuPool:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 fcntl.flock(fd, fcntl.LOCK_UN)  # free: a dead holder's note is stale, not a lock
             except BlockingIOError:
-                busy[device] = path.read_text() or "?"
+                busy[slot_name(device, slot)] = path.read_text() or "?"
             finally:
                 os.close(fd)
         return busy
 
     def acquire(self, timeout_s: float | None = None, poll_s: float = 0.5, label: str = "",
                 only: str | None = None) -> Lease:
-        """Wait for a free device (the first free one in pool order, or only `only`); GpuPoolError on timeout."""
-        candidates = [only] if only is not None else self.devices
+        """Wait for a free slot (the first free one in `slots()` order, on device `only` if given); GpuPoolError
+        on timeout."""
+        candidates = self.slots(only)
         start = last_note = time.monotonic()
         while True:
-            for device in candidates:
-                lease = self.try_acquire(device, label)
+            for device, slot in candidates:
+                lease = self.try_acquire(device, label, slot)
                 if lease is not None:
                     return lease
             now = time.monotonic()
             if timeout_s is not None and now - start >= timeout_s:
-                raise GpuPoolError(f"gpu pool {self.directory}: no free device among {candidates} after "
+                raise GpuPoolError(f"gpu pool {self.directory}: no free device among "
+                                   f"{[slot_name(d, k) for d, k in candidates]} after "
                                    f"{timeout_s:.0f} s; held: {self.holders()}")
             if now - last_note >= 60:
                 log.info("waiting for a free GPU in %s: %s", self.directory, self.holders())
@@ -164,11 +191,12 @@ class GpuPool:
 
 @contextmanager
 def pinned_gpu(pool_dir: str | os.PathLike | None, timeout_s: float | None = None,
-               label: str = "") -> Iterator[str | None]:
-    """Hold one free GPU of the pool in `pool_dir` and make it the only visible one while the block runs.
+               label: str = "", jobs_per_gpu: int = 1) -> Iterator[str | None]:
+    """Hold one free slot of a GPU of the pool in `pool_dir` (`jobs_per_gpu` slots per GPU) and make that GPU the
+    only visible one while the block runs.
 
     Yields the device (as written in CUDA_VISIBLE_DEVICES), or None with `pool_dir` unset (no pinning).
-    Call it before anything touches CUDA. The device is released on exit, also on an exception.
+    Call it before anything touches CUDA. The slot is released on exit, also on an exception.
     """
     global _bound_device
     if not pool_dir:
@@ -187,10 +215,12 @@ def pinned_gpu(pool_dir: str | os.PathLike | None, timeout_s: float | None = Non
     if not devices:
         raise GpuPoolError(f"gpu_pool={str(pool_dir)!r}: no GPU visible (CUDA_VISIBLE_DEVICES is empty or unset "
                            "and nvidia-smi lists none)")
-    lease = GpuPool(pool_dir, devices).acquire(timeout_s=timeout_s, label=label, only=only)
-    saved = {k: os.environ.get(k) for k in (VISIBLE_ENV, PINNED_ENV)}
+    lease = GpuPool(pool_dir, devices, jobs_per_gpu).acquire(timeout_s=timeout_s, label=label, only=only)
+    saved = {k: os.environ.get(k) for k in (VISIBLE_ENV, PINNED_ENV, SLOT_ENV)}
     os.environ[VISIBLE_ENV] = os.environ[PINNED_ENV] = lease.device
-    log.info("pinned GPU %s from pool %s%s", lease.device, pool_dir, f" for {label}" if label else "")
+    os.environ[SLOT_ENV] = str(lease.slot)
+    log.info("pinned GPU %s (slot %d of %d) from pool %s%s", lease.device, lease.slot, jobs_per_gpu, pool_dir,
+             f" for {label}" if label else "")
     try:
         yield lease.device
     finally:
@@ -202,3 +232,41 @@ def pinned_gpu(pool_dir: str | os.PathLike | None, timeout_s: float | None = Non
             else:
                 os.environ[key] = value
         lease.release()
+
+
+def placement(device) -> dict[str, object]:
+    """Where a job ran, for its `results/train_summary.json` (the sweep report's device column): the torch device,
+    its name, and the pool's GPU (as in CUDA_VISIBLE_DEVICES) and slot when the job held one."""
+    torch = sys.modules.get("torch")
+    name = None
+    if torch is not None and getattr(device, "type", str(device)) == "cuda":
+        name = torch.cuda.get_device_name(device)
+    slot = os.environ.get(SLOT_ENV)
+    return {"device": str(device), "device_name": name or platform.processor() or platform.machine(),
+            "gpu": os.environ.get(PINNED_ENV), "gpu_slot": int(slot) if slot else None,
+            "visible_devices": os.environ.get(VISIBLE_ENV)}
+
+
+#: what the sweep report shows of a job's placement (`report.csv` columns; `report.md`: `job_cells`)
+PLACEMENT_KEYS = ("device", "device_name", "gpu", "gpu_slot", "wall_seconds", "evaluate_seconds", "job_seconds")
+
+
+def read_summary(job_dir: Path) -> dict:
+    """A job's `results/train_summary.json` ({} when it has none or it cannot be read)."""
+    try:
+        return json.loads((Path(job_dir) / "results" / "train_summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def job_cells(summary: dict) -> list[str]:
+    """The report.md cells of a job's `train_summary.json`: where it ran (device name, pool GPU / slot) and its
+    wall time (the whole job; training alone when it did not evaluate)."""
+    if not summary:
+        return ["–", "–"]
+    where = summary.get("device_name") or summary.get("device") or "?"
+    if summary.get("gpu") is not None:
+        where = f"GPU {summary['gpu']}" + (f" slot {summary['gpu_slot']}" if summary.get("gpu_slot") else "") + \
+            f" ({where})"
+    seconds = summary.get("job_seconds", summary.get("wall_seconds"))
+    return [where, "–" if seconds is None else f"{float(seconds) / 60:.1f} min"]

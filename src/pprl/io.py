@@ -111,8 +111,11 @@ def load_model(run_dir_or_ckpt: str | Path, map_location: str | torch.device = "
 
     path = find_checkpoint(run_dir_or_ckpt)
     ckpt = read_checkpoint(path)
+    # `compile` is a training-speed switch (on by default on CUDA): a loaded model runs eagerly, since compiling
+    # it would cost more than the inference it serves and needs a C compiler on the CPU
+    hparams = {**upgrade_hparams(ckpt["hyper_parameters"]), "compile": False}
     try:
-        model = PPRLVGAN(**upgrade_hparams(ckpt["hyper_parameters"]))
+        model = PPRLVGAN(**hparams)
         model.on_load_checkpoint(ckpt)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as exc:

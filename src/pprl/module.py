@@ -25,6 +25,7 @@ from pprl.nets import (Decoder, Discriminator, Encoder, LatentClassifier, diff_a
                        spectral_normalize)
 
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
+MAX_UNCHECKED_BATCHES = 64  # the divergence guard checks at least this often, also without logging steps
 
 
 def step_seed(seed: int, global_step: int, rank: int = 0) -> int:
@@ -103,6 +104,7 @@ class PPRLVGAN(pl.LightningModule):
         self.expression_names = list(expression_names or [str(i) for i in range(num_expressions)])
         self._step_rng: torch.Generator | None = None
         self._term_names: list[str] = []
+        self._unchecked: list[tuple[int, torch.Tensor]] = []  # (step, loss terms) of batches not yet checked
         self._epoch_sums: torch.Tensor | None = None
         self._epoch_count = 0
         self.channels_last = bool(channels_last)
@@ -290,13 +292,17 @@ class PPRLVGAN(pl.LightningModule):
             g_terms = self.generator_step(x, identity, expression, opt_g, rng)
         names = [f"train/D/{k}" for k in d_terms] + [f"train/G/{k}" for k in g_terms]
         values = torch.stack([v.detach().float().reshape(()) for v in (*d_terms.values(), *g_terms.values())])
-        self._check_finite(names, values, step)
-        self._log_terms(names, values, x.shape[0])
+        self._unchecked.append((step, values))
+        connector = getattr(self._trainer, "_logger_connector", None)
+        logging = connector is not None and connector.should_update_logs
+        if logging or len(self._unchecked) >= MAX_UNCHECKED_BATCHES:
+            self.check_finite(names)
+        self._log_terms(names, values, x.shape[0], logging)
 
-    def _log_terms(self, names: list[str], values: torch.Tensor, batch_size: int) -> None:
+    def _log_terms(self, names: list[str], values: torch.Tensor, batch_size: int, logging: bool) -> None:
         """Per-step values (`<term>_step`, d_steps, g_steps; loss_d / loss_g on the progress bar) on the steps the
-        logger writes (`trainer.log_every_n_steps`) and epoch means (`<term>_epoch`, from sums kept on the device)
-        at epoch ends, handed to the loggers directly.
+        logger writes (`logging`: `trainer.log_every_n_steps`) and epoch means (`<term>_epoch`, from sums kept on
+        the device) at epoch ends, handed to the loggers directly. Only logging steps wait for the device.
 
         Lightning's `self.log` costs ~0.5-1 ms per call (it deep-copies its metadata); with ~25 terms per batch
         it made the Trainer 20-35 % slower than a plain loop (benchmarks/RESULTS.md).
@@ -305,16 +311,16 @@ class PPRLVGAN(pl.LightningModule):
             self._term_names, self._epoch_sums, self._epoch_count = names, torch.zeros_like(values), 0
         self._epoch_sums += values * batch_size
         self._epoch_count += batch_size
-        connector = getattr(self._trainer, "_logger_connector", None)
-        if connector is None or not connector.should_update_logs:
+        if not logging:
             return
         floats = values.tolist()
         metrics = {f"{name}_step": v for name, v in zip(names, floats)}
-        shown = {"loss_d": values[names.index("train/D/total")], "loss_g": values[names.index("train/G/total")]}
-        metrics.update(d_steps=float(self.d_steps), g_steps=float(self.g_steps),
-                       **{k: float(v) for k, v in shown.items()})
+        shown = {"loss_d": floats[names.index("train/D/total")], "loss_g": floats[names.index("train/G/total")]}
+        metrics.update(d_steps=float(self.d_steps), g_steps=float(self.g_steps), **shown)
         self._to_loggers(metrics)
-        self.log_dict(shown, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=batch_size)
+        # host tensors: the progress bar reads them after every batch, which on a GPU would wait for the device
+        self.log_dict({k: torch.tensor(v) for k, v in shown.items()}, prog_bar=True, logger=False, on_step=True,
+                      on_epoch=False, batch_size=batch_size)
 
     def _to_loggers(self, metrics: dict[str, float], step_offset: int = 0) -> None:
         """Write `metrics` to every logger at Lightning's logging step (what `self.log` would have used)."""
@@ -330,23 +336,33 @@ class PPRLVGAN(pl.LightningModule):
         self._epoch_sums, self._epoch_count = None, 0
 
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         if self._epoch_sums is not None and self._epoch_count:
             means = (self._epoch_sums / self._epoch_count).tolist()
             # the step of the epoch's last batch, as Lightning logs its own epoch-end values
             self._to_loggers({f"{name}_epoch": v for name, v in zip(self._term_names, means)}, step_offset=-1)
 
-    def _check_finite(self, names: Sequence[str], values: torch.Tensor, step: int) -> None:
-        """Divergence guard: stop with a message naming the step and the loss terms that became NaN/Inf.
+    def check_finite(self, names: Sequence[str] | None = None) -> None:
+        """Divergence guard: stop with a message naming the step and the loss terms that became NaN/Inf, for the
+        first batch since the last check whose terms (D's then G's last step) were not all finite.
 
-        `values` holds every term of the batch (D's then G's last step), so this is one host sync per batch.
+        Run on logging steps, at epoch ends, every `MAX_UNCHECKED_BATCHES` batches and before every checkpoint
+        (`pprl.checkpoint.LastCheckpoint`, which never writes a diverged model): one host sync per check, none on
+        the batches between (on a GPU a sync per batch leaves the device idle while the host waits).
         """
-        finite = torch.isfinite(values)
+        pending, self._unchecked = self._unchecked, []
+        if not pending:
+            return
+        finite = torch.isfinite(torch.stack([values for _, values in pending]))
         if bool(finite.all()):
             return
-        bad = [name.removeprefix("train/") for name, ok in zip(names, finite.tolist()) if not ok]
+        row = int((~finite).any(1).nonzero()[0])
+        later = len(pending) - 1 - row  # batches trained after the diverged one (each 1 D + g G steps)
+        bad = [name.removeprefix("train/") for name, ok in zip(names or self._term_names, finite[row].tolist())
+               if not ok]
         raise FloatingPointError(
-            f"training diverged at step {step} (batch of D step {int(self.d_steps)}, G steps up to "
-            f"{int(self.g_steps)}): non-finite loss term(s) {bad}")
+            f"training diverged at step {pending[row][0]} (batch of D step {int(self.d_steps) - later}, G steps up "
+            f"to {int(self.g_steps) - later * self.hparams.g_steps_per_d_step}): non-finite loss term(s) {bad}")
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx):

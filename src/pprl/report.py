@@ -6,7 +6,7 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 `results/failed.json` when the job failed or diverged) and writes, into the folder (or `--out`):
 
 - `report.md`: one row per job: its λ values, its identification and expression CCR per scenario (%), whether it
-  is on the Pareto front, and failed jobs with their error;
+  is on the Pareto front, where it ran and its wall time (results/train_summary.json), failed jobs with their error;
 - `report.csv`: the same, unrounded, with every λ and the test-set size n of each scenario;
 - `pareto.png` / `.pdf`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
   higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from pprl import plots
+from pprl import gpu_pool, plots
 from pprl.imageio import atomic_path
 from pprl.sweep import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect, pareto_front,  # noqa: F401
                         plotted)
@@ -97,7 +97,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     for s in scenarios:
         head += [f"{labels.get(s, s)} id", f"{labels.get(s, s)} expr"]
     show_fid = any(_fid(j) is not None for j in jobs)
-    head += (["FID"] if show_fid else []) + ["Pareto"]
+    head += (["FID"] if show_fid else []) + ["device", "time", "Pareto"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j in jobs:
         row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
@@ -109,7 +109,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
             row += [_pct(j.ccr(s, t)) if j.shows_test else "·" for t in TASKS]
         if show_fid:
             row.append("·" if not j.shows_test else "–" if _fid(j) is None else f"{_fid(j):.2f}")
-        row.append("★" if j.pareto else "")
+        row += [*gpu_pool.job_cells(j.summary), "★" if j.pareto else ""]
         lines.append("| " + " | ".join(row) + " |")
     front = [j.label for j in jobs if j.pareto]
     lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]} on the {'validation' if on_val else 'test'} split: no "
@@ -142,7 +142,7 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
     for s in scenarios:
         head += [f"{s}.identification", f"{s}.expression", f"{s}.n"]
     head += [f"{PARETO_SCENARIO}_val.identification", f"{PARETO_SCENARIO}_val.expression", f"{PARETO_SCENARIO}_val.n",
-             "fid", "kid_x1000", "pareto", "selected_on"]
+             "fid", "kid_x1000", "pareto", "selected_on", *gpu_pool.PLACEMENT_KEYS]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(head)
@@ -155,7 +155,8 @@ def write_csv(jobs: Sequence[Job], path: Path) -> Path:
             val = j.val.get(PARETO_SCENARIO, {})
             row += [val.get("identification", ""), val.get("expression", ""), val.get("n", "")]
             quality = j.table.get("image_quality", {}) if j.shows_test else {}
-            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto), j.split]
+            row += [quality.get("fid", ""), quality.get("kid_x1000", ""), int(j.pareto), j.split,
+                    *(j.summary.get(k, "") for k in gpu_pool.PLACEMENT_KEYS)]
             writer.writerow(row)
     return path
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from pprl import gpu_pool
 from pprl.attacks.selection import SELECTION_SCENARIO
 from pprl.errors import RunError
 
@@ -53,6 +54,7 @@ class Job:
     val: dict[str, dict[str, Any]] = field(default_factory=dict)  # results/table2_val.json: the validation split
     pareto: bool = False
     split: str = "test"                # the split the sweep selects on (`choose_split`)
+    summary: dict[str, Any] = field(default_factory=dict)  # results/train_summary.json (device, wall times)
 
     @property
     def label(self) -> str:
@@ -101,7 +103,7 @@ def _job_num(job_dir: Path) -> int | None:
 def read_job(job_dir: Path, root: Path) -> Job:
     """A Job from its dir: status from results/{table2,failed,train_summary}.json, λ from .hydra/config.yaml."""
     job = Job(dir=job_dir, name=str(job_dir.relative_to(root)) if job_dir != root else job_dir.name,
-              num=_job_num(job_dir), status="ok")
+              num=_job_num(job_dir), status="ok", summary=gpu_pool.read_summary(job_dir))
     try:
         cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
         lam = cfg.get("lambda")

@@ -26,12 +26,15 @@ from pprl.errors import ConfigError, RunError, UserError
 log = logging.getLogger("pprl.train")
 
 
-def build_model(cfg: DictConfig, splits) -> pl.LightningModule:
+def build_model(cfg: DictConfig, splits, device: torch.device | None = None) -> pl.LightningModule:
     """The LightningModule of `cfg.model` (conf/model/*.yaml names the class and its settings) for the data's
-    label sets."""
+    label sets; its `auto` speed switches resolved for `device` (default: the device `cfg.trainer` trains on)."""
+    from pprl.speed import model_switches, run_device
+
+    switches = model_switches(cfg.model, device if device is not None else run_device(cfg.trainer))
     return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities,
                                    num_expressions=splits.num_expressions, identity_names=list(splits.identities),
-                                   expression_names=list(splits.expressions), _convert_="all")
+                                   expression_names=list(splits.expressions), _convert_="all", **switches)
 
 
 def _job_overrides() -> tuple[str | None, str | None]:
@@ -158,24 +161,27 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     `checkpoints/last.ckpt` saved, to be continued with `resume=<run_dir>`.
     """
     check_before_start(cfg)
+    started = time.time()
     ckpt_path = resolve_resume(cfg.get("resume"))
     run_dir = Path(cfg.run_dir).resolve()
     (run_dir / "results").mkdir(parents=True, exist_ok=True)
     (run_dir / "results" / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this dir
     try:
-        return _fit(cfg, run_dir, ckpt_path, callbacks or [])
+        return _fit(cfg, run_dir, ckpt_path, callbacks or [], started)
     except Exception as err:
         path = record_failure(run_dir, err)
         log.error("run failed (%s); recorded in %s", err, path)
         raise
 
 
-def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks: list) -> dict[str, Any]:
+def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks: list,
+         started: float) -> dict[str, Any]:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from pprl.callbacks import IdentitySwapGrid
     from pprl.checkpoint import LastCheckpoint
     from pprl.data import FaceDataModule
+    from pprl.speed import resolve_precision, run_device, uncompiled
 
     pl.seed_everything(int(cfg.seed), workers=True)
     logger = build_logger(cfg, run_dir, resume=ckpt_path is not None)
@@ -186,23 +192,29 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
                          num_rows=int(cfg.train.figure_rows), seed=int(cfg.seed)),
     ]
     # the Trainer first: its argument errors come before any data is loaded
+    device = run_device(cfg.trainer)
+    precision = resolve_precision(cfg.trainer.precision, device)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=logger if logger is not None else False, callbacks=callbacks,
-        default_root_dir=str(run_dir), enable_checkpointing=False)  # pprl's LastCheckpoint writes last.ckpt
+        default_root_dir=str(run_dir), enable_checkpointing=False,  # pprl's LastCheckpoint writes last.ckpt
+        precision=precision)
 
     datamodule = FaceDataModule(cfg.dataset, batch_size=int(cfg.train.batch_size),
-                                num_workers=int(cfg.train.num_workers), seed=int(cfg.seed))
+                                num_workers=int(cfg.train.num_workers), seed=int(cfg.seed),
+                                data_on_device=cfg.train.get("data_on_device", False))
     datamodule.setup("fit")  # a bad dataset.leave_out fails here, before the model is built
     splits = datamodule.splits
     log.info("data: %d train / %d validation / %d test images, %d identities, %d expressions, %d px",
              len(splits.train), len(splits.val), len(splits.test), splits.num_identities, splits.num_expressions,
              splits.image_size)
     monitor = splits.val if len(splits.val) else splits.test  # the GAN's monitoring: validation when there is one
-    model = build_model(cfg, splits)
+    model = build_model(cfg, splits, device)
     start = time.time()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         wall = time.time() - start
+        with uncompiled(model):
+            heads = fake_head_summary(model, monitor, seed=int(cfg.seed))
         summary: dict[str, Any] = {
             "wall_seconds": round(wall, 1),
             "epochs": int(trainer.current_epoch),
@@ -211,19 +223,28 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
             "g_steps": int(model.g_steps),
             "num_train": len(splits.train),
             "num_test": len(splits.test),
-            **fake_head_summary(model, monitor, seed=int(cfg.seed)),
+            **heads,
+            **gpu_pool.placement(model.device),
+            "speed": {"precision": precision, "channels_last": bool(model.hparams.channels_last),
+                      "compile": bool(model.hparams.compile), "data_on_device": datamodule.batch_device() is not None},
         }
         if len(splits.val):  # D's heads above were measured on the validation split
             summary.update(num_val=len(splits.val), heads_split="val")
         if trainer.is_global_zero:
-            (run_dir / "results" / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            write_summary(run_dir, summary, started)
             log.info("training summary: %s", json.dumps(summary))
             for lg in trainer.loggers:
-                lg.log_metrics({f"summary/{k}": v for k, v in summary.items()}, step=trainer.global_step)
+                lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
+                               step=trainer.global_step)
         if cfg.get("evaluate") and trainer.is_global_zero:
             from pprl.evaluate import evaluate_run
 
-            evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers, command="pprl.train")
+            start = time.time()
+            with uncompiled(model):
+                evaluate_run(run_dir, model=model, splits=splits, cfg=cfg, loggers=trainer.loggers,
+                             command="pprl.train")
+            summary["evaluate_seconds"] = round(time.time() - start, 1)
+            write_summary(run_dir, summary, started)
         return summary
     except BaseException as err:
         finish_wandb(exit_code=1)  # the W&B run shows as failed
@@ -235,6 +256,16 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
         raise
     finally:
         finish_wandb()
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any], started: float) -> Path:
+    """`results/train_summary.json`, with `job_seconds`: the job's wall time so far (data, training, evaluation)."""
+    summary["job_seconds"] = round(time.time() - started, 1)
+    path = run_dir / "results" / "train_summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(path)
+    return path
 
 
 def finish_wandb(exit_code: int | None = None) -> None:
@@ -277,17 +308,18 @@ def record_failure(run_dir: Path, err: BaseException) -> Path:
 
 
 def run_job(cfg: DictConfig) -> None:
-    """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus) before CUDA starts, then
-    train and evaluate, and print the run dir. A job that fails or diverges writes results/failed.json (a
-    refused `resume=` leaves the run it names as it was); in a --multirun the sweep goes on with the next job,
-    a single run exits non-zero."""
+    """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus; one of its `jobs_per_gpu` slots)
+    before CUDA starts, then train and evaluate, and print the run dir. A job that fails or diverges writes
+    results/failed.json (a refused `resume=` leaves the run it names as it was); in a --multirun the sweep goes on
+    with the next job, a single run exits non-zero."""
     from pprl.cli import print_written
 
     run_dir = Path(cfg.run_dir)
     failed = run_dir / "results" / "failed.json"
     started = time.time()
     try:
-        with gpu_pool.pinned_gpu(cfg.get("gpu_pool"), label=run_dir.name):
+        with gpu_pool.pinned_gpu(cfg.get("gpu_pool"), label=run_dir.name,
+                                 jobs_per_gpu=int(cfg.get("jobs_per_gpu", 1))):
             train(cfg)
     except Exception as err:
         fresh = failed.is_file() and failed.stat().st_mtime >= started - 1  # train() records its own failures

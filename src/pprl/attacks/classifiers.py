@@ -7,7 +7,8 @@
 `fit_classifier` trains either with Adam on a training slice and selects the epoch with the best accuracy
 on a validation slice of the *attacker's own training data* (never the test images), stopping early when
 validation stops improving. Inputs stay uint8 images (N, H, W, 3) or float features (N, d) in numpy and are
-turned into float tensors one batch at a time.
+turned into float tensors one batch at a time; on a GPU with room for them (`on_device`, `pprl.data.device`) they
+are copied to the device once and every batch is gathered there, with no host sync per batch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pprl.data import images_to_tensor
+from pprl.data.device import place_rows, row_index, to_float
 from pprl.errors import ConfigError
 from pprl.nets import Discriminator, LatentClassifier
 
@@ -126,37 +128,47 @@ def validation_split(groups: np.ndarray, strata: np.ndarray, fraction: float, se
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def as_batch(inputs: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """Float tensor of `inputs[rows]`: uint8 images -> (B, 3, H, W) in [-1, 1]; features -> (B, d) float32."""
+def as_batch(inputs: np.ndarray | torch.Tensor, rows) -> torch.Tensor:
+    """Float tensor of `inputs[rows]`: uint8 images -> (B, 3, H, W) in [-1, 1]; features -> (B, d) float32.
+    `inputs` on a device (`place_rows`) take `rows` as an index tensor there and give the batch there."""
     chunk = inputs[rows]
+    if isinstance(chunk, torch.Tensor):
+        return to_float(chunk) if chunk.dtype == torch.uint8 else chunk.float()
     if chunk.dtype == np.uint8:
         return images_to_tensor(chunk)
     return torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
 
 
 @torch.inference_mode()
-def predict(net: nn.Module, inputs: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 512,
-            device: torch.device | str = "cpu", labels: np.ndarray | None = None, desc: str | None = None):
-    """Predicted classes of `inputs[rows]` (all rows by default); with `labels` also the mean cross-entropy."""
+def predict(net: nn.Module, inputs: np.ndarray | torch.Tensor, rows: np.ndarray | None = None,
+            batch_size: int = 512, device: torch.device | str = "cpu", labels: np.ndarray | None = None,
+            desc: str | None = None, on_device: bool | None = None):
+    """Predicted classes of `inputs[rows]` (all rows by default); with `labels` also the mean cross-entropy.
+    Results reach the host once, at the end (`on_device`: the inputs go to `device` once, see `place_rows`)."""
     rows = np.arange(len(inputs)) if rows is None else np.asarray(rows)
+    source = place_rows(inputs, device, on_device)
+    index = row_index(rows, source)
+    targets = torch.from_numpy(np.asarray(labels, np.int64)).to(device) if labels is not None else None
     net.eval()
-    preds, loss = [], 0.0
+    preds, loss = [], torch.zeros((), dtype=torch.float64, device=device)
     starts = range(0, len(rows), batch_size)
     for start in (tqdm(starts, desc=desc, unit="batch", leave=False, disable=None) if desc else starts):
-        idx = rows[start:start + batch_size]
-        logits = net(as_batch(inputs, idx).to(device))
-        preds.append(logits.argmax(1).cpu().numpy())
-        if labels is not None:
-            y = torch.from_numpy(np.asarray(labels[idx], np.int64)).to(device)
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-    pred = np.concatenate(preds) if preds else np.empty(0, np.int64)
-    return (pred, loss / max(len(rows), 1)) if labels is not None else pred
+        idx = index[start:start + batch_size]
+        logits = net(as_batch(source, idx).to(device))
+        preds.append(logits.argmax(1))
+        if targets is not None:
+            loss += F.cross_entropy(logits, targets[idx], reduction="sum").double()
+    pred = torch.cat(preds).cpu().numpy() if preds else np.empty(0, np.int64)
+    return (pred, float(loss) / max(len(rows), 1)) if labels is not None else pred
 
 
-def _batch_stream(rows: np.ndarray, batch_size: int, rng: np.random.Generator):
-    """Endless whole batches of `rows`: shuffled passes, the last partial batch of each pass dropped."""
+def _batch_stream(rows: np.ndarray, batch_size: int, rng: np.random.Generator, device: torch.device | None = None):
+    """Endless whole batches of `rows`: shuffled passes, the last partial batch of each pass dropped; with a
+    `device`, index tensors there (each pass's order copied once)."""
     while True:
         order = rng.permutation(rows)
+        if device is not None:
+            order = torch.from_numpy(order).to(device)
         for b in range(len(order) // batch_size):
             yield order[b * batch_size:(b + 1) * batch_size]
 
@@ -178,14 +190,17 @@ class FitReport:
 
 def fit_classifier(net: nn.Module, inputs: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
                    val_rows: np.ndarray, settings: FitSettings, seed: int = 0,
-                   device: torch.device | str = "cpu", desc: str = "fit") -> FitReport:
+                   device: torch.device | str = "cpu", desc: str = "fit", on_device: bool | None = None) -> FitReport:
     """Train `net` (cross-entropy, Adam) on `inputs[train_rows]`; keep the weights of the best validation epoch.
 
-    Without validation rows every epoch is run and the last weights are kept.
+    Without validation rows every epoch is run and the last weights are kept. `on_device`: keep the inputs on
+    `device` (copied once; None: on a CUDA device with room for them); the host waits for the device only at
+    epoch ends either way.
     """
     start_time = time.time()
     net.to(device)
-    labels_t = torch.from_numpy(np.asarray(labels, np.int64))
+    source = place_rows(inputs, device, on_device)
+    labels_t = torch.from_numpy(np.asarray(labels, np.int64)).to(device)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     if len(train_rows) < 2:
@@ -194,7 +209,7 @@ def fit_classifier(net: nn.Module, inputs: np.ndarray, labels: np.ndarray, train
     # whole batches only (BatchNorm needs > 1 sample); an epoch may visit only `epoch_fraction` of the rows,
     # consecutive epochs continue through the same shuffled order before reshuffling
     n_batches = max(int(round(settings.epoch_fraction * len(train_rows))) // bs, 1)
-    stream = _batch_stream(train_rows, bs, rng)
+    stream = _batch_stream(train_rows, bs, rng, source.device if isinstance(source, torch.Tensor) else None)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs * n_batches)
              if settings.schedule == "cosine" else None)
     report = FitReport()
@@ -203,22 +218,22 @@ def fit_classifier(net: nn.Module, inputs: np.ndarray, labels: np.ndarray, train
     try:
         for epoch in range(1, settings.epochs + 1):
             net.train()
-            total = 0.0
+            total = torch.zeros((), dtype=torch.float64, device=device)  # summed in float64, as floats were
             for _ in range(n_batches):
                 idx = next(stream)
-                logits = net(as_batch(inputs, idx).to(device))
-                loss = F.cross_entropy(logits, labels_t[idx].to(device))
+                logits = net(as_batch(source, idx).to(device))
+                loss = F.cross_entropy(logits, labels_t[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if sched is not None:
                     sched.step()
-                total += loss.item()
+                total += loss.detach().double()
                 bar.update(1)
-            entry = {"epoch": epoch, "train_loss": total / n_batches}
+            entry = {"epoch": epoch, "train_loss": float(total) / n_batches}
             report.epochs_run = epoch
             if len(val_rows):
-                pred, val_loss = predict(net, inputs, val_rows, device=device, labels=labels)
+                pred, val_loss = predict(net, source, val_rows, device=device, labels=labels)
                 acc = float((pred == labels[val_rows]).mean())
                 entry.update(val_acc=acc, val_loss=val_loss)
                 # keep the best (accuracy, then loss) weights; only a higher accuracy counts as progress

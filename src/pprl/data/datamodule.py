@@ -6,6 +6,10 @@ per batch (the decoder ends in tanh, paper Table 1); no per-image work happens p
 Exact resume: the training order of epoch e is a function of (seed, e) alone (`EpochBatchSampler`), and the
 training loader (`ResumableLoader`) reports its place in the epoch to Lightning's checkpoint, so a run resumed
 mid-epoch continues with the next unseen batch of the same permutation.
+
+Device path (`train.data_on_device`, issue 15; `pprl.data.device`): the splits' uint8 images and labels are copied
+to the model's device once, the epoch's permutation once per epoch, and each batch is a slice of it gathered and
+converted there. Same order, same values: only where the work happens changes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Sequent
 
 from pprl.errors import ConfigError
 
+from .device import to_float
 from .registry import dataset_problems, sources
 from .split import FaceSet, FaceSplits, make_splits
 
@@ -75,18 +80,34 @@ def load_faces(dataset_cfg) -> FaceSplits:
 
 
 class TensorBatches(Dataset):
-    """Indexed by a *list* of indices: returns a whole batch (x, identity, expression)."""
+    """Indexed by a *list* of indices: returns a whole batch (x, identity, expression).
+
+    After `to(device)` the split lives on `device` and is indexed by index tensors there (the device path).
+    """
 
     def __init__(self, faces: FaceSet):
         self.images = torch.from_numpy(np.ascontiguousarray(faces.images))  # whole split, uint8
         self.identity = torch.from_numpy(faces.identity.astype(np.int64))
         self.expression = torch.from_numpy(faces.expression.astype(np.int64))
         self._np = self.images.numpy()  # same memory; numpy fancy indexing is the fastest gather
+        self.device: torch.device | None = None
+
+    def to(self, device: torch.device | str) -> "TensorBatches":
+        """Keep the split on `device` (one copy); batches are then gathered and converted there."""
+        device = torch.device(device)
+        if self.device != device:
+            self.images, self.identity, self.expression = (t.to(device) for t in
+                                                           (self.images, self.identity, self.expression))
+            self.device = device
+        return self
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, idx):
+        if self.device is not None:
+            idx = torch.as_tensor(idx, device=self.device)  # a slice of the device permutation: no copy
+            return to_float(self.images[idx]), self.identity[idx], self.expression[idx]
         idx = np.asarray(idx, dtype=np.int64)
         t = torch.from_numpy(idx)
         return images_to_tensor(self._np[idx]), self.identity[t], self.expression[t]
@@ -103,11 +124,16 @@ class EpochBatchSampler(Sampler):
     `set_epoch(e)` (called by Lightning before every epoch) picks the permutation; without it, each complete
     pass moves on to the next epoch, like a RandomSampler with its own generator. `skip` batches of the next
     pass are left out (set by `ResumableLoader.load_state_dict` for a mid-epoch resume).
+
+    With a `device` the batches are slices of the permutation copied to that device once per pass (index tensors
+    for a `TensorBatches` kept there), else lists of ints.
     """
 
-    def __init__(self, num_items: int, batch_size: int, drop_last: bool, shuffle: bool = True, seed: int = 0):
+    def __init__(self, num_items: int, batch_size: int, drop_last: bool, shuffle: bool = True, seed: int = 0,
+                 device: torch.device | None = None):
         self.num_items, self.batch_size, self.drop_last = int(num_items), int(batch_size), bool(drop_last)
         self.shuffle, self.seed = bool(shuffle), int(seed)
+        self.device = device
         self.epoch = 0
         self.skip = 0
 
@@ -120,16 +146,20 @@ class EpochBatchSampler(Sampler):
         full, rest = divmod(self.num_items, self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
-    def order(self, epoch: int) -> list[int]:
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of epoch `epoch` (int64, on the host: drawn by a CPU generator on every device)."""
         if not self.shuffle:
-            return list(range(self.num_items))
+            return torch.arange(self.num_items)
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        return torch.randperm(self.num_items, generator=gen).tolist()
+        return torch.randperm(self.num_items, generator=gen)
+
+    def order(self, epoch: int) -> list[int]:
+        return self.permutation(epoch).tolist()
 
     def __iter__(self):
         skip, self.skip = self.skip, 0
         epoch = self.epoch
-        order = self.order(epoch)
+        order = self.permutation(epoch).to(self.device) if self.device is not None else self.order(epoch)
         for b in range(skip, len(self)):
             yield order[b * self.batch_size:(b + 1) * self.batch_size]
         if self.epoch == epoch:
@@ -171,12 +201,18 @@ class ResumableLoader(DataLoader):
 
 
 class FaceDataModule(pl.LightningDataModule):
-    def __init__(self, dataset_cfg, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+    """The splits of `dataset_cfg` as Lightning loaders. `data_on_device` (`train.data_on_device`): True keeps the
+    splits on the device of the Trainer's module (the CPU without a Trainer) and builds batches there, "auto" does
+    so on CUDA in single-device runs (`pprl.speed.resolve_data_on_device`), False never."""
+
+    def __init__(self, dataset_cfg, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 data_on_device: bool | str = False):
         super().__init__()
         self.dataset_cfg = dataset_cfg
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.seed = int(seed)
+        self.data_on_device = data_on_device
         self.splits: FaceSplits | None = None
         self._train = self._test = self._val = None
         self._train_sampler: EpochBatchSampler | None = None
@@ -189,15 +225,32 @@ class FaceDataModule(pl.LightningDataModule):
             # the GAN's monitoring reads the validation split when dataset.val_fraction carved one, else test
             self._val = TensorBatches(self.splits.val) if len(self.splits.val) else self._test
 
+    def batch_device(self) -> torch.device | None:
+        """The device batches are built on (the device path), or None (host batches, copied by Lightning)."""
+        from pprl.speed import resolve_data_on_device
+
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        world = trainer.world_size if trainer is not None else 1
+        return device if resolve_data_on_device(self.data_on_device, device, world) else None
+
     def _loader(self, ds: TensorBatches, train: bool) -> DataLoader:
+        device = self.batch_device()
+        workers = self.num_workers if device is None else 0  # nothing for workers to do on the device path
         # the loader's own generator only seeds workers; it keeps iterator creation off the global RNG
-        common = dict(batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        common = dict(batch_size=None, num_workers=workers, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(self.seed))
+        if device is not None:
+            ds.to(device)
         if train:
             if self._train_sampler is None:  # one sampler for every train loader: a new permutation every epoch
                 self._train_sampler = EpochBatchSampler(len(ds), self.batch_size, len(ds) >= self.batch_size,
                                                         shuffle=True, seed=self.seed)
+            self._train_sampler.device = device
             return ResumableLoader(ds, sampler=self._train_sampler, **common)
+        if device is not None:
+            return DataLoader(ds, sampler=EpochBatchSampler(len(ds), self.batch_size, False, shuffle=False,
+                                                            device=device), **common)
         return DataLoader(ds, sampler=BatchSampler(SequentialSampler(ds), self.batch_size, False), **common)
 
     def train_dataloader(self) -> DataLoader:
