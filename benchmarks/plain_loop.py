@@ -33,8 +33,7 @@ class PlainLoop:
         adversary = list(model.latent_adversary.parameters()) if model.latent_adversary is not None else []
         self.gen_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
         self.disc_params = list(model.discriminator.parameters()) + adversary
-        self.opt_g = torch.optim.RMSprop(self.gen_params, lr=hp.lr)
-        self.opt_d = torch.optim.RMSprop(self.disc_params, lr=hp.lr_d)
+        self.opt_g, self.opt_d = objective.optimizers(model)  # the module's own (its lr schedule is per epoch)
         self.step = 0  # optimizer steps, like Lightning's global_step
         model.train()
 

@@ -146,7 +146,11 @@ def test_auto_settings_keep_the_cpu_run_and_turn_on_for_cuda(monkeypatch):
     assert (cfg.trainer.precision, cfg.model.channels_last, cfg.model.compile, cfg.train.data_on_device) == \
         ("auto", "auto", "auto", "auto")
     assert speed.run_device(cfg.trainer) == cpu  # the tiny config trains on the CPU
-    assert speed.resolve_precision("auto", cpu) == "32-true"
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)
+    assert speed.resolve_precision("auto", cpu) == "32-true"  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    assert speed.resolve_precision("auto", cpu) == "bf16-mixed"
+    assert speed.resolve_precision("32-true", cpu) == "32-true"
     assert speed.model_switches(cfg.model, cpu) == {"channels_last": False, "compile": False}
     assert not speed.resolve_data_on_device("auto", cpu)
 
@@ -356,7 +360,7 @@ def test_a_job_records_its_gpu_slot_and_times(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "run" / "results" / "train_summary.json").read_text())
     assert (summary["gpu"], summary["gpu_slot"], summary["device"]) == ("7", 0, "cpu")
     assert summary["job_seconds"] >= summary["wall_seconds"] > 0 and summary["evaluate_seconds"] >= 0
-    assert summary["speed"] == {"precision": "32-true", "channels_last": False, "compile": False,
+    assert summary["speed"] == {"precision": speed.resolve_precision("auto", torch.device("cpu")), "channels_last": False, "compile": False,
                                 "data_on_device": False}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7,8" and gpu_pool.SLOT_ENV not in os.environ
 

@@ -18,6 +18,7 @@ def test_paper_configuration_turns_every_addition_off():
     m, lam = cfg.model, cfg["lambda"]
     assert (m.upsample, m.spectral_norm, m.ema_decay, list(m.diff_augment), m.release_kl) == ("transposed", False,
                                                                                             0.0, [], 0.0)
+    assert m.lr_decay_from is None
     assert m.lr_d == cfg.train.lr == 2e-4 and m.width == 32 and m.latent_dim == 128 and m.init_std == 0.01
     assert {k: lam[k] for k in ("d5", "g5", "rec", "r1", "fm")} == dict.fromkeys(("d5", "g5", "rec", "r1", "fm"), 0.0)
     assert (lam.d1, lam.d2, lam.d3, lam.g1, lam.g2, lam.g3, lam.g4) == (0.25, 0.5, 0.25, 0.108, 0.6, 0.29, 0.002)
@@ -126,3 +127,25 @@ def test_reconstruction_of_every_image_uses_its_own_code():
     model.reparameterize(mu, logvar, rng)
     own = model.decode(model.reparameterize(mu, logvar, rng), ident)
     assert g.terms["rec_reconstruction"].item() == pytest.approx((own - x).abs().mean().item(), rel=1e-5)
+
+
+def test_lr_decay_factor_values():
+    assert [objective.lr_factor(e, 4, None) for e in range(4)] == [1.0] * 4  # the paper: constant
+    assert [objective.lr_factor(e, 8, 0.5) for e in range(8)] == [1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25]
+    assert objective.lr_factor(3, 4, 0.0) == 0.25 and objective.lr_factor(0, -1, 0.5) == 1.0
+
+
+def test_lr_decay_run_sets_both_rates_per_epoch_and_resumes_with_them(tmp_path):
+    from pprl.train import train
+
+    lr = 2e-4
+    cfg = compose_train(tmp_path / "run", ["model.lr_decay_from=0.5", "trainer.max_epochs=4", "evaluate=false",
+                                           f"train.lr={lr}"])
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert [o["param_groups"][0]["lr"] for o in ckpt["optimizer_states"]] == pytest.approx([lr / 2, lr / 2])
+    cfg = compose_train(tmp_path / "run", ["model.lr_decay_from=0.5", "trainer.max_epochs=6", "evaluate=false",
+                                           f"train.lr={lr}", f"resume={tmp_path / 'run'}"])
+    train(cfg)  # resumed at epoch 4 of 6: the decay now runs from epoch 3 (factors 1, 1, 1, 1, 2/3, 1/3)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert [o["param_groups"][0]["lr"] for o in ckpt["optimizer_states"]] == pytest.approx([lr / 3, lr / 3])

@@ -78,7 +78,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 #: that time used (they reproduce those models exactly)
 _LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0, "release_kl": 0.0,
                  "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4,
-                 "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0, "diff_augment": []}
+                 "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0, "diff_augment": [],
+                 "lr_decay_from": None}
 
 
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class PPRLVGAN(pl.LightningModule):
         loss: Mapping[str, Any],
         lr: float,
         lr_d: float,
+        lr_decay_from: float | None,
         g_steps_per_d_step: int,
         upsample: str,
         spectral_norm: bool,
@@ -226,13 +227,8 @@ class PPRLVGAN(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def configure_optimizers(self):
-        """RMSprop for G = (Enc, Dec) at `lr` and for D (+ the latent adversary) at `lr_d` (paper: both 2e-4)."""
-        gen_params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-        disc_params = list(self.discriminator.parameters())
-        if self.latent_adversary is not None:
-            disc_params += list(self.latent_adversary.parameters())
-        return (torch.optim.RMSprop(gen_params, lr=self.hparams.lr),
-                torch.optim.RMSprop(disc_params, lr=self.hparams.lr_d))
+        """`objective.optimizers`: RMSprop for G and D (the rates follow `lr_decay_from`, set at epoch starts)."""
+        return objective.optimizers(self)
 
     def discriminator_step(self, x, identity, expression, opt, generator=None) -> dict[str, torch.Tensor]:
         """One update of D (and of the latent identity adversary, if any) minimising the weighted terms of
@@ -334,6 +330,12 @@ class PPRLVGAN(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums, self._epoch_count = None, 0
+        if self.hparams.lr_decay_from is not None:  # a function of the epoch alone: resumes exactly
+            factor = objective.lr_factor(self.current_epoch, int(self.trainer.max_epochs or -1),
+                                         self.hparams.lr_decay_from)
+            for opt, lr in zip(self.optimizers(), (self.hparams.lr, self.hparams.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()

@@ -20,6 +20,29 @@ from torch.nn import functional as F
 from pprl import losses
 
 
+def optimizers(model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """RMSprop for G = (Enc, Dec) at `model.lr` and for D (+ the latent identity adversary) at `model.lr_d`
+    (the paper: both 2e-4, §5.2)."""
+    hp = model.hparams
+    gen_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    disc_params = list(model.discriminator.parameters())
+    if model.latent_adversary is not None:
+        disc_params += list(model.latent_adversary.parameters())
+    return torch.optim.RMSprop(gen_params, lr=hp.lr), torch.optim.RMSprop(disc_params, lr=hp.lr_d)
+
+
+def lr_factor(epoch: int, max_epochs: int, decay_from: float | None) -> float:
+    """The learning-rate multiplier of `model.lr_decay_from` (beyond the paper, which keeps the rate constant):
+    1 until epoch `decay_from * max_epochs`, then linearly down to 1 / (decay epochs) in the last epoch;
+    `decay_from=None` keeps it at 1."""
+    if decay_from is None or max_epochs < 1:
+        return 1.0
+    start = int(round(decay_from * max_epochs))
+    if epoch < start:
+        return 1.0
+    return max(0.0, (max_epochs - epoch) / max(1, max_epochs - start))
+
+
 @dataclass
 class StepOutputs:
     """What one step computed, for the caller's bookkeeping (accuracies, running statistics)."""
