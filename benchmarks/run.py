@@ -242,6 +242,9 @@ def write_report(path: Path, info: dict, args, train_rows, data_rows, eval_rows,
                   "| op | calls | self CPU s |", "|---|---|---|"]
         lines += [f"| `{k}` | {c} | {s:.3f} |" for k, c, s in prof["top"]]
     lines += ["", NOTES]
+    faces = HERE / "RESULTS_faces.md"  # written by faces_detectors.py / faces_video.py (issue 14), kept verbatim
+    if faces.exists():
+        lines += ["", "<!-- from benchmarks/RESULTS_faces.md -->", faces.read_text().rstrip()]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
