@@ -12,6 +12,7 @@ Given the same starting weights it ends with the same weights as the Trainer (ch
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Iterable
 
 import torch
@@ -59,7 +60,8 @@ class PlainLoop:
         rng = torch.Generator(device=x.device).manual_seed(step_seed(self.seed, self.step))
         batch = (x, identity, expression, rng)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            self._step(objective.discriminator_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
+            d_terms = partial(objective.discriminator_terms, batch_number=self.step // (1 + self.g_steps))
+            self._step(d_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
             for _ in range(self.g_steps):
                 self._step(objective.generator_terms, self.gen_params, self.disc_params, self.opt_g, *batch)
                 self.model.update_ema()

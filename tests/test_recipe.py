@@ -71,6 +71,20 @@ def test_r1_and_feature_matching_values():
     assert losses.feature_matching(real, fake).item() == pytest.approx(((2 - 1) ** 2 + (3 - 1) ** 2) / 2)
 
 
+def test_lazy_r1_is_the_interval_times_the_penalty_on_due_batches_and_zero_between():
+    model = tiny_model(overrides=["lambda.r1=0.5", "loss.r1_interval=4"])
+    x, ident, expr = torch.rand(8, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (8,)), torch.randint(0, 7, (8,))
+    every = tiny_model(overrides=["lambda.r1=0.5", "loss.r1_interval=1"])
+    every.load_state_dict(model.state_dict())
+    terms = {b: objective.discriminator_terms(model, x, ident, expr, model.term_weights,
+                                              torch.Generator().manual_seed(0), batch_number=b).terms["r1_penalty"]
+             for b in (0, 1, 3, 4)}
+    full = objective.discriminator_terms(every, x, ident, expr, every.term_weights, torch.Generator().manual_seed(0),
+                                         batch_number=1).terms["r1_penalty"]
+    assert full > 0 and terms[0].item() == pytest.approx(4 * full.item(), rel=1e-5) == terms[4].item()
+    assert terms[1].item() == terms[3].item() == 0.0
+
+
 def test_objective_computes_the_optional_terms_only_when_weighted():
     model = tiny_model(overrides=["lambda.r1=0.5", "lambda.fm=1.0", "model.diff_augment=[color,translation]"])
     x, ident, expr = torch.rand(8, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (8,)), torch.randint(0, 7, (8,))

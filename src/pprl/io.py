@@ -97,7 +97,7 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
         hp["loss"] = {"generator": hp.pop("generator_loss", "nonsaturating"),
                       "d1_fake_weight": hp.pop("d1_fake_weight", None),
                       "label_smoothing": hp.pop("label_smoothing", 0.0)}
-    hp["loss"] = {"reconstruction": "matched", **hp["loss"]}
+    hp["loss"] = {"reconstruction": "matched", "r1_interval": 1, **hp["loss"]}
     lambdas.setdefault("r1", 0.0)
     lambdas.setdefault("fm", 0.0)
     for key, value in _LEGACY_MODEL.items():

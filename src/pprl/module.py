@@ -78,7 +78,7 @@ class PPRLVGAN(pl.LightningModule):
         self.lambdas = {k: float(v) for k, v in lambdas.items()}
         self.term_weights = losses.term_weights(self.lambdas, loss.get("d1_fake_weight"))
         self.loss_settings = {"generator": str(loss["generator"]), "label_smoothing": float(loss["label_smoothing"]),
-                              "reconstruction": str(loss["reconstruction"])}
+                              "reconstruction": str(loss["reconstruction"]), "r1_interval": int(loss["r1_interval"])}
         self.encoder = Encoder(image_size, width, latent_dim)
         self.decoder = Decoder(image_size, width, latent_dim, num_identities, upsample)
         self.discriminator = Discriminator(image_size, width, num_identities, num_expressions)
@@ -234,7 +234,8 @@ class PPRLVGAN(pl.LightningModule):
         """One update of D (and of the latent identity adversary, if any) minimising the weighted terms of
         `objective.discriminator_terms` (minus eq. 5). Returns the terms, their `total` and D's accuracies."""
         self.toggle_optimizer(opt)
-        out = objective.discriminator_terms(self, x, identity, expression, self.term_weights, generator)
+        batch_number = self.global_step // (1 + self.hparams.g_steps_per_d_step)
+        out = objective.discriminator_terms(self, x, identity, expression, self.term_weights, generator, batch_number)
         total = losses.weighted_total(out.terms, self.term_weights)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(total)

@@ -55,7 +55,8 @@ class StepOutputs:
 
 
 def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor,
-                        weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
+                        weights: Mapping[str, float], generator: torch.Generator | None = None,
+                        batch_number: int = 0) -> StepOutputs:
     """Minus eq. 5 on a real batch and its synthesized version G(I, c), c uniform; with their weights > 0 also
     the latent identity adversary's cross-entropy on standardised mu (trained with D) and the R1 penalty.
 
@@ -65,7 +66,8 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
         mu, logvar = model.encode(x)
         noisy = model.reparameterize(mu, logvar, generator)
         fake = model.decode(noisy, model.one_hot(model.random_identity(x.shape[0], generator)))
-    penalise = weights["r1_penalty"] > 0
+    interval = model.loss_settings["r1_interval"]
+    penalise = weights["r1_penalty"] > 0 and batch_number % interval == 0
     real = x.detach().requires_grad_(True) if penalise else x
     real_logit, id_logits, expr_logits = model.discriminator(model.augment_for_d(real, generator))
     fake_logit, _, _ = model.discriminator(model.augment_for_d(fake, generator))
@@ -75,8 +77,10 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
     if weights["latent_identity"] > 0:
         logits["latent_identity"] = model.latent_adversary(losses.standardize(mu))
         terms["latent_identity"] = F.cross_entropy(logits["latent_identity"], identity)
-    if penalise:
-        terms["r1_penalty"] = losses.r1_penalty(real_logit, real)
+    if penalise:  # lazy: every `loss.r1_interval`-th batch, weighted by the interval (0 on the others)
+        terms["r1_penalty"] = interval * losses.r1_penalty(real_logit, real)
+    elif weights["r1_penalty"] > 0:
+        terms["r1_penalty"] = real_logit.new_zeros(()).float()
     return StepOutputs(terms, mu, logvar, logits)
 
 
