@@ -59,7 +59,7 @@ class PlainLoop:
             x = x.contiguous(memory_format=torch.channels_last)
         rng = torch.Generator(device=x.device).manual_seed(step_seed(self.seed, self.step))
         batch = (x, identity, expression, rng)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             d_terms = partial(objective.discriminator_terms, batch_number=self.step // (1 + self.g_steps))
             self._step(d_terms, self.disc_params, self.gen_params, self.opt_d, *batch)
             for _ in range(self.g_steps):

@@ -20,7 +20,7 @@ import torch
 import pytorch_lightning as pl
 from torch import nn
 
-from pprl import losses, objective
+from pprl import losses, objective, speed
 from pprl.nets import (Decoder, Discriminator, Encoder, LatentClassifier, diff_augment, init_weights,
                        spectral_normalize)
 
@@ -284,9 +284,10 @@ class PPRLVGAN(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         step = self.global_step
         rng = self.step_generator()
-        d_terms = self.discriminator_step(x, identity, expression, opt_d, rng)
-        for _ in range(self.hparams.g_steps_per_d_step):
-            g_terms = self.generator_step(x, identity, expression, opt_g, rng)
+        with speed.uncached_autocast(x.device.type):  # every step sees the weights the previous one left
+            d_terms = self.discriminator_step(x, identity, expression, opt_d, rng)
+            for _ in range(self.hparams.g_steps_per_d_step):
+                g_terms = self.generator_step(x, identity, expression, opt_g, rng)
         names = [f"train/D/{k}" for k in d_terms] + [f"train/G/{k}" for k in g_terms]
         values = torch.stack([v.detach().float().reshape(()) for v in (*d_terms.values(), *g_terms.values())])
         self._unchecked.append((step, values))

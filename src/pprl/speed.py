@@ -112,3 +112,13 @@ def uncompiled(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, impl in compiled:
             m._compiled_call_impl = impl
+
+
+def uncached_autocast(device_type: str):
+    """The autocast now in force on `device_type` (Lightning's `bf16-mixed`), without its weight cache: autocast
+    keeps the low-precision copy of a weight until its outermost context exits, so with several optimizer steps in
+    one training step (D, then G twice) a later step would compute with the weights of before the earlier update.
+    A no-op context when autocast is off."""
+    return torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
+                          enabled=torch.is_autocast_enabled(device_type), cache_enabled=False)
+
