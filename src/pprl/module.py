@@ -111,9 +111,9 @@ class PPRLVGAN(pl.LightningModule):
         self.channels_last = bool(channels_last)
         if channels_last:  # speed options: neither changes the results' meaning nor the checkpoint format
             self.to(memory_format=torch.channels_last)
-        if compile:
-            for net in (self.encoder, self.decoder, self.discriminator):
-                net.compile()  # in place: parameter names (and checkpoints) stay as they are
+        if compile:  # in place: parameter names (and checkpoints) stay; D stays eager under R1 (double backward)
+            for net in (self.encoder, self.decoder, *([] if lambdas.get("r1", 0) > 0 else [self.discriminator])):
+                net.compile()
 
     # ----------------------------------------------------------------- generator
     @property
