@@ -180,9 +180,12 @@ def test_speed_settings_are_checked(tmp_path):
 
 
 def test_uncompiled_runs_compiled_modules_eagerly_and_restores_them():
-    model = tiny_model(overrides=["model.compile=true"])
+    model = tiny_model(overrides=["model.compile=true", "lambda.r1=0"])
     compiled = [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
     assert len(compiled) == 3  # encoder, decoder, discriminator
+    with_r1 = tiny_model(overrides=["model.compile=true", "lambda.r1=0.2"])  # no double backward through compile
+    assert [m for m in with_r1.modules() if getattr(m, "_compiled_call_impl", None) is not None] == \
+        [with_r1.encoder, with_r1.decoder]
     with speed.uncompiled(model):
         assert all(m._compiled_call_impl is None for m in compiled)
     assert all(m._compiled_call_impl is not None for m in compiled)
