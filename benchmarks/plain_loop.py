@@ -31,10 +31,9 @@ class PlainLoop:
         self.weights = model.term_weights
         self.g_steps = int(hp.g_steps_per_d_step)
         self.seed = int(seed)
-        adversary = list(model.latent_adversary.parameters()) if model.latent_adversary is not None else []
-        self.gen_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
-        self.disc_params = list(model.discriminator.parameters()) + adversary
         self.opt_g, self.opt_d = objective.optimizers(model)  # the module's own (its lr schedule is per epoch)
+        self.gen_params = self.opt_g.param_groups[0]["params"]
+        self.disc_params = self.opt_d.param_groups[0]["params"]
         self.step = 0  # optimizer steps, like Lightning's global_step
         model.train()
 

@@ -112,7 +112,7 @@ class PPRLVGAN(pl.LightningModule):
         if channels_last:  # speed options: neither changes the results' meaning nor the checkpoint format
             self.to(memory_format=torch.channels_last)
         if compile:  # in place: parameter names (and checkpoints) stay; D stays eager under R1 (double backward)
-            for net in (self.encoder, self.decoder, *([] if lambdas.get("r1", 0) > 0 else [self.discriminator])):
+            for net in (self.encoder, self.decoder, *([] if self.term_weights["r1_penalty"] > 0 else [self.discriminator])):
                 net.compile()
 
     # ----------------------------------------------------------------- generator
