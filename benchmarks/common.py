@@ -4,7 +4,7 @@ plain loop on the same batches, and a batch timer.
 
 Both loops get their batches from one `FaceDataModule` (the host DataLoader path or, with
 `train.data_on_device`, the device path), the model from the config with its `auto` speed settings resolved for
-the device (`pprl.speed`), and time whole batches after a warm-up, waiting for the device at both ends.
+the device (`pprl.runtime.speed`), and time whole batches after a warm-up, waiting for the device at both ends.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def compose(overrides: list[str], run_dir: Path):
     """The `train` config with `overrides` (CSV logger, no evaluation), `run_dir` set."""
     from omegaconf import open_dict
 
-    from pprl.config import compose_config
+    import pprl.attacks  # noqa: F401  (stores the attack suites the train config composes)
+    from pprl.runtime.config import compose_config
 
     cfg = compose_config("train", ["logger=csv", "evaluate=false"] + list(overrides))
     with open_dict(cfg):
@@ -83,7 +84,7 @@ class BatchTimer(pl.Callback):
 
 def setup(overrides: list[str], work: Path):
     """(config, set-up FaceDataModule) for `overrides`."""
-    from pprl.data import FaceDataModule
+    from pprl.datasets import FaceDataModule
 
     cfg = compose(overrides, work)
     dm = FaceDataModule(cfg.dataset, batch_size=int(cfg.train.batch_size), num_workers=int(cfg.train.num_workers),
@@ -94,7 +95,7 @@ def setup(overrides: list[str], work: Path):
 
 def fresh_model(cfg, dm):
     """The model of `cfg` for the data, as `pprl.train` builds it, from the seed's initial weights."""
-    from pprl.speed import run_device
+    from pprl.runtime.speed import run_device
     from pprl.train import build_model
 
     pl.seed_everything(int(cfg.seed), verbose=False)
@@ -103,7 +104,7 @@ def fresh_model(cfg, dm):
 
 def _copy_datamodule(dm):
     """A datamodule sharing `dm`'s loaded (and possibly device-resident) splits, with its own sampler state."""
-    from pprl.data import FaceDataModule
+    from pprl.datasets import FaceDataModule
 
     copy = FaceDataModule(dm.dataset_cfg, batch_size=dm.batch_size, num_workers=dm.num_workers, seed=dm.seed,
                           data_on_device=dm.data_on_device)
@@ -116,7 +117,7 @@ def trainer_run(cfg, dm, warmup: int, n: int, extra_callbacks=(), profiler=None)
     for warmup + n batches; returns (seconds of the n timed batches, model)."""
     import hydra
 
-    from pprl.speed import resolve_precision, run_device
+    from pprl.runtime.speed import resolve_precision, run_device
     from pprl.train import build_logger
 
     model = fresh_model(cfg, dm)
@@ -135,7 +136,7 @@ def trainer_run(cfg, dm, warmup: int, n: int, extra_callbacks=(), profiler=None)
 def plain_batches(dm, device: torch.device):
     """Endless training batches of `dm` (epochs 0, 1, ... of its sampler), on `device` (the device path puts them
     there itself)."""
-    from pprl.speed import resolve_data_on_device
+    from pprl.runtime.speed import resolve_data_on_device
 
     dm = _copy_datamodule(dm)
     on_device = resolve_data_on_device(dm.data_on_device, device)  # what the Trainer's datamodule decides
@@ -151,7 +152,7 @@ def plain_batches(dm, device: torch.device):
 def plain_run(cfg, dm, warmup: int, n: int):
     """The plain loop on the same batches, precision and model as the Trainer, for warmup + n batches; returns
     (seconds of the n timed batches, model)."""
-    from pprl.speed import resolve_precision, run_device
+    from pprl.runtime.speed import resolve_precision, run_device
 
     device = run_device(cfg.trainer)
     model = fresh_model(cfg, dm).to(device)
@@ -177,7 +178,7 @@ def images_per_second(batch: int, n: int, seconds: float) -> float:
 def model_from_config(num_identities: int, num_expressions: int, overrides: list[str]):
     """A PPRLVGAN built from the config with `overrides` (e.g. the paper model at 64 px), on the CPU."""
     from pprl.train import build_model
-    from pprl.data.split import FaceSplits, FaceSet
+    from pprl.datasets.split import FaceSplits, FaceSet
 
     cfg = compose(overrides, Path("unused"))
     size = int(cfg.dataset.image_size)

@@ -54,7 +54,7 @@ def make_video(path: Path, seconds: float, fps: int, size=(640, 480)) -> list[np
 
 
 def untrained_run(folder: Path, image_size: int = 64, width: int = 32) -> Path:
-    from pprl.module import PPRLVGAN
+    from pprl.model.module import PPRLVGAN
 
     model = PPRLVGAN(num_identities=8, num_expressions=7, image_size=image_size, width=width)
     folder.mkdir(parents=True, exist_ok=True)

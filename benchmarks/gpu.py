@@ -57,7 +57,7 @@ def peak_tflops(name: str | None) -> float | None:
 
 def resolved(cfg) -> dict:
     """The `auto` settings of `cfg` as a run resolves them on its device."""
-    from pprl.speed import model_switches, resolve_data_on_device, resolve_precision, run_device
+    from pprl.runtime.speed import model_switches, resolve_data_on_device, resolve_precision, run_device
 
     device = run_device(cfg.trainer)
     return {"device": device.type, "precision": resolve_precision(cfg.trainer.precision, device),
@@ -163,7 +163,8 @@ def bench_eval(base: list[str], device: torch.device, work: Path, rows: dict, ep
     """Protected-set generation (attacks I/II) and one attack-II classifier epoch, on the device vs the host."""
     from pprl.attacks.classifiers import FitSettings, ImageClassifier, fit_classifier
     from pprl.attacks.protect import protect
-    from pprl.config import compose_config
+    import pprl.attacks  # noqa: F401  (stores the attack suites the evaluate config composes)
+    from pprl.runtime.config import compose_config
 
     cfg, dm = setup(base + ["model.compile=false"], work / "eval")
     model = fresh_model(cfg, dm).to(device).eval()
@@ -317,7 +318,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     from gpu_report import write_markdown
-    from pprl.speed import run_device
+    from pprl.runtime.speed import run_device
 
     began = time.perf_counter()
     info = machine()

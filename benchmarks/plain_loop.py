@@ -1,8 +1,8 @@
 """The PPRL-VGAN training iteration as a plain PyTorch loop: the baseline the LightningModule is measured against.
 
-Same networks (those of a `PPRLVGAN`), the same objective (`pprl.objective.discriminator_terms` /
-`generator_terms`, weighted by `pprl.losses.weighted_total`: the very functions the LightningModule calls), same
-optimizers (RMSprop), same batches (the datamodule's loader) and the same random draws (`pprl.module.step_seed`):
+Same networks (those of a `PPRLVGAN`), the same objective (`pprl.model.objective.discriminator_terms` /
+`generator_terms`, weighted by `pprl.model.losses.weighted_total`: the very functions the LightningModule calls), same
+optimizers (RMSprop), same batches (the datamodule's loader) and the same random draws (`pprl.model.module.step_seed`):
 one D step then `g_steps_per_d_step` G steps per batch, under bf16 autocast when the run's precision is
 `bf16-mixed` (as Lightning's precision plugin wraps the training step), on channels-last batches when the model
 is. Nothing else: no logging, no accuracy bookkeeping, no running statistics, no finiteness check, no hooks.
@@ -17,8 +17,8 @@ from typing import Iterable
 
 import torch
 
-from pprl import losses, objective
-from pprl.module import step_seed
+from pprl.model import losses, objective
+from pprl.model.module import step_seed
 
 
 class PlainLoop:

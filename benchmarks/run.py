@@ -60,7 +60,7 @@ def bench_training(name, overrides, warmup, n, rounds, work, rows, check_equal=T
 
 # ---------------------------------------------------------------------------- 2: data path
 def bench_data(cfg, dm, train_img_s, seconds, rows):
-    from pprl.speed import run_device
+    from pprl.runtime.speed import run_device
 
     device = run_device(cfg.trainer)
     loader = dm.train_dataloader()
@@ -86,7 +86,7 @@ torch.set_num_threads(int(sys.argv[4]))
 sys.path.insert(0, sys.argv[5])
 from common import model_from_config
 from pprl.attacks.protect import protect
-from pprl.data import FaceSet
+from pprl.datasets import FaceSet
 
 n, size, width = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 def status(key):
@@ -115,7 +115,7 @@ print(json.dumps({"n": n, "codes": 6, "size": size, "width": width, "expanded_by
 
 def bench_eval(quick: bool, threads: int, work: Path, rows: dict):
     from pprl.attacks.protect import protect
-    from pprl.data import FaceSet
+    from pprl.datasets import FaceSet
 
     # throughput with the paper model (width 32, 128-d latent) at 64 px
     n = 128 if quick else 1024
@@ -270,7 +270,7 @@ NOTES = """## Notes
 
 
 def thread_scan(rows: dict) -> None:
-    from pprl.nets import Discriminator
+    from pprl.model.nets import Discriminator
 
     net = Discriminator(64, 32, 6, 7)
     x = torch.randn(64, 3, 64, 64)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pprl.config import compose_config
+import pprl.attacks  # noqa: F401  (stores the attack suites `attack=all|strong` that the train config composes)
+from pprl.runtime.config import compose_config
 
 # Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine two threads waiting on each
 # other made tiny runs 10-25x slower: the suite (and the CLIs it starts) use one thread.
@@ -65,7 +66,7 @@ def tiny_model(splits=None, overrides: list[str] | None = None, num_identities: 
     """A PPRLVGAN built from the real, tiny config (as `pprl.train` builds it), for `splits` or the given sizes."""
     import hydra
 
-    from pprl.speed import model_switches, run_device
+    from pprl.runtime.speed import model_switches, run_device
 
     cfg = compose_train(Path("unused"), [f"dataset.image_size={splits.image_size if splits else image_size}",
                                          *(overrides or [])])

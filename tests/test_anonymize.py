@@ -1,4 +1,4 @@
-"""pprl.anonymize / pprl.imageio: protected outputs, bad inputs, no metadata, atomic writes and resume."""
+"""pprl.anonymize / pprl.runtime.imageio: protected outputs, bad inputs, no metadata, atomic writes and resume."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageFile, PngImagePlugin
 
 from pprl import anonymize as anon
-from pprl.cli import one_line
-from pprl.imageio import TMP_SUFFIX, BadImage, atomic_path, ensure_strict_decoding, read_image, write_png
-from pprl.io import RunError
+from pprl.runtime.cli import one_line
+from pprl.runtime.imageio import TMP_SUFFIX, BadImage, atomic_path, ensure_strict_decoding, read_image, write_png
+from pprl.runtime.errors import RunError
 
 SECRET = "alice-smith-passport-1234"
 
@@ -105,7 +105,7 @@ def _errors(out: Path) -> dict[str, str]:
 
 
 def _identity_names(run) -> list[str]:
-    from pprl.io import load_model
+    from pprl.model.load import load_model
 
     return load_model(run).identity_names
 
@@ -148,8 +148,8 @@ def test_folder_with_good_and_bad_inputs(tiny_run, faces, tmp_path, monkeypatch)
     assert len(z["expression_names"]) == 7
     assert not (out / anon.PARTS_DIR).exists() and not (out / "manifest.csv").exists()
     # features are the released representation of the model on the same decoded input
-    from pprl.data import images_to_tensor
-    from pprl.io import load_model
+    from pprl.runtime.pixels import images_to_tensor
+    from pprl.model.load import load_model
 
     model = load_model(tiny_run)
     mu = model.represent(images_to_tensor(read_image(faces / "a_rgb.png", 16)[None]), sample=False)  # released
@@ -300,7 +300,7 @@ def test_read_image_modes_and_guards(faces, tmp_path):
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from pprl.config import config_dir
+    from pprl.runtime.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("anonymize", overrides=overrides)
@@ -316,7 +316,7 @@ def test_cli_prints_summary(tiny_run, faces, tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == len(GOOD)
     assert r.stdout.strip().splitlines()[-1] == f"output: {out.resolve()}"
     cfg = _compose([f"run_dir={tiny_run}", f"input={faces}", f"output={tmp_path / 'cli2'}", "target=zed"])
-    with pytest.raises(RunError) as err:  # pprl.cli.run_hydra prints it as one line, exit status 2
+    with pytest.raises(RunError) as err:  # pprl.runtime.cli.run_hydra prints it as one line, exit status 2
         anon._cli(cfg)
     names = ", ".join(_identity_names(tiny_run))
     line = one_line(err.value)

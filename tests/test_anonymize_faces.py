@@ -106,7 +106,7 @@ def test_cli_faces_detect_and_bad_settings(tiny_run, media, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "faces: 1 detected" in r.stdout and (out / "000000.png").is_file()
-    from pprl.io import RunError
+    from pprl.runtime.rundir import RunError
 
     with pytest.raises(RunError, match="faces='box'"):
         anon.anonymize(tiny_run, media, tmp_path / "x", faces="box", progress=False)

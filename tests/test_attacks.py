@@ -16,8 +16,8 @@ from torch import nn
 from conftest import compose_train, tiny_model
 from pprl.attacks import (AttackContext, FitSettings, ccr, protect, run_scenarios, table_dict, validation_split,
                           wilson_interval, write_table)
-from pprl.config import compose_config
-from pprl.data import load_faces
+from pprl.runtime.config import compose_config
+from pprl.datasets import load_faces
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 REQUIRED_ROWS = ("unconstrained", "random_guess", "attack_I", "attack_II", "attack_III")
@@ -265,7 +265,7 @@ def test_confusion_figures_show_each_rows_counts(leak_run, tmp_path, monkeypatch
 
 # ---------------------------------------------------------------- the run-dir entry points
 def test_evaluate_run_on_tiny_run(tiny_run):
-    from pprl.evaluate import evaluate_run
+    from pprl.attacks.evaluation import evaluate_run
 
     table = evaluate_run(tiny_run)
     results = tiny_run / "results"
@@ -279,8 +279,8 @@ def test_evaluate_run_on_tiny_run(tiny_run):
 
 
 def test_evaluate_is_reproducible(tiny_run, tmp_path):
-    from pprl.evaluate import evaluate_run
-    from pprl.io import load_run_config
+    from pprl.attacks.evaluation import evaluate_run
+    from pprl.runtime.rundir import load_run_config
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

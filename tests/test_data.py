@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pprl.data import FaceDataModule, load_faces, images_to_tensor, tensor_to_images
-from pprl.data import folder as folder_mod
-from pprl.data import synthetic
-from pprl.data.split import split_indices
+from pprl.datasets import FaceDataModule, load_faces
+from pprl.runtime.pixels import images_to_tensor, tensor_to_images
+from pprl.datasets import folder as folder_mod
+from pprl.datasets import synthetic
+from pprl.datasets.split import split_indices
 
 FERG_CHARS = ["aia", "bonnie", "jules", "malcolm", "mery", "ray"]
 FERG_EXPRS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
@@ -40,7 +41,7 @@ def data_cfg(source: str, **kw) -> dict:
     """`conf/dataset/<source>.yaml` as composed for training (every key from the YAML), updated with `kw`."""
     from omegaconf import OmegaConf
 
-    from pprl.config import compose_config
+    from pprl.runtime.config import compose_config
 
     return {**OmegaConf.to_container(compose_config("train", [f"dataset={source}"]).dataset), **kw}
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pprl.export import check_export, example_inputs, export, load_exported
-from pprl.io import RunError, load_model
+from pprl.runtime.errors import RunError
+from pprl.model.load import load_model
 
 TOL = 1e-4
 

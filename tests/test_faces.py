@@ -163,7 +163,7 @@ def test_follow_tracks_a_moving_face(detector):
 def test_video_round_trip_and_corrupt_files(tmp_path):
     pytest.importorskip("av")
     from pprl.faces.media import VideoWriter, keep_frame, probe, read_frames
-    from pprl.imageio import BadImage
+    from pprl.runtime.imageio import BadImage
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (47, 63, 3), dtype=np.uint8) for _ in range(5)]

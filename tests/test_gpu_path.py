@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from conftest import compose_train, tiny_model
-from pprl import gpu_pool, speed
-from pprl.config import ConfigError
-from pprl.data import FaceDataModule
+from pprl.runtime import speed
+from pprl.sweep import gpu_pool
+from pprl.runtime.errors import ConfigError
+from pprl.datasets import FaceDataModule
 from pprl.train import train
 from test_data import syn_cfg  # the data tests' tiny synthetic config
 from test_reliability import RELIABLE, assert_same_state, ckpt
@@ -78,7 +79,7 @@ HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "nump
 def test_no_host_read_of_a_tensor_between_logging_steps(tmp_path, monkeypatch):
     """pprl's code in the training step reads no tensor value on the host (a device sync on a GPU) except on the
     steps the logger writes (there: the divergence check and the logged values)."""
-    from pprl.module import PPRLVGAN
+    from pprl.model.module import PPRLVGAN
 
     state = {"reads": 0, "active": False}
     per_batch = []
@@ -114,17 +115,17 @@ def test_no_host_read_of_a_tensor_between_logging_steps(tmp_path, monkeypatch):
 
 
 def _kl_nan_from_g_step(monkeypatch, first_bad_call: int) -> None:
-    import pprl.losses
+    import pprl.model.losses
 
     calls = {"n": 0}
-    real_kl = pprl.losses.kl_divergence
+    real_kl = pprl.model.losses.kl_divergence
 
     def kl_that_blows_up(mu, logvar):
         calls["n"] += 1
         out = real_kl(mu, logvar)
         return out * float("nan") if calls["n"] >= first_bad_call else out
 
-    monkeypatch.setattr(pprl.losses, "kl_divergence", kl_that_blows_up)
+    monkeypatch.setattr(pprl.model.losses, "kl_divergence", kl_that_blows_up)
 
 
 def test_divergence_between_logging_steps_is_caught_before_the_checkpoint(tmp_path, monkeypatch):
@@ -192,7 +193,7 @@ def test_uncompiled_runs_compiled_modules_eagerly_and_restores_them():
 
 
 def test_a_loaded_model_is_never_compiled(tiny_run, tmp_path):
-    from pprl.io import load_model
+    from pprl.model.load import load_model
 
     saved = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     saved["hyper_parameters"]["compile"] = True  # as a run trained with model.compile=auto on a GPU saves it
@@ -205,7 +206,7 @@ def test_a_loaded_model_is_never_compiled(tiny_run, tmp_path):
 # ----------------------------------------------------------------------------- the attackers on the device
 @pytest.fixture(scope="module")
 def faces():
-    from pprl.data import load_faces
+    from pprl.datasets import load_faces
 
     return load_faces(syn_cfg(images_per_group=3)).train
 
@@ -251,7 +252,7 @@ def attack_settings():
 
 # ----------------------------------------------------------------------------- the FERG-sized stand-in
 def test_ferg_scale_has_fergs_size_and_class_balance():
-    from pprl.config import compose_config
+    from pprl.runtime.config import compose_config
 
     cfg = compose_config("train", ["experiment=ferg_scale"])
     counts = np.asarray(cfg.dataset.group_counts)
@@ -263,8 +264,8 @@ def test_ferg_scale_has_fergs_size_and_class_balance():
 
 
 def test_uneven_groups_drawn_in_parallel_are_the_same_images(monkeypatch):
-    from pprl.data import load_faces, synthetic
-    from pprl.data.split import split_indices
+    from pprl.datasets import load_faces, synthetic
+    from pprl.datasets.split import split_indices
 
     counts = [[3, 1, 2, 2, 1, 1, 4], [2, 2, 2, 5, 1, 1, 1]]
     cfg = syn_cfg(num_identities=2, group_counts=counts, cache=False)
@@ -287,7 +288,7 @@ def test_uneven_groups_drawn_in_parallel_are_the_same_images(monkeypatch):
 
 def test_even_sets_keep_their_cache_key(monkeypatch):
     """`group_counts: null` must find the caches written before it existed (the key did not change)."""
-    from pprl.data import cache, synthetic
+    from pprl.datasets import cache, synthetic
 
     keys = []
     monkeypatch.setattr(cache, "cached", lambda tag, key, build, enabled: keys.append(key) or build())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import paper_lambdas
-from pprl import losses
+from pprl.model import losses
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pprl.nets import Decoder, Discriminator, Encoder, check_image_size
+from pprl.model.nets import Decoder, Discriminator, Encoder, check_image_size
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -1,4 +1,4 @@
-"""`pprl.plots`: matplotlib figures (Pareto plot, sweep curves, confusion matrices, labelled image grids) with real
+"""`pprl.plots.charts`: matplotlib figures (Pareto plot, sweep curves, confusion matrices, labelled image grids) with real
 axes, written as PNG + PDF."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import find_block
-from pprl import plots
-from pprl.figures import grid_image, grid_pixels, save_gif
+from pprl.plots import charts as plots
+from pprl.plots.grids import grid_image, grid_pixels, save_gif
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +43,7 @@ def test_save_figure_writes_png_and_pdf_atomically(tmp_path):
 
 
 def test_no_pyplot_state():
-    code = ("import sys, numpy as np; from pprl import plots; "
+    code = ("import sys, numpy as np; from pprl.plots import charts as plots; "
             "plots.figure_pixels(plots.confusion_figure(np.eye(2, dtype=int), ['a', 'b'], 't')); "
             "plots.figure_pixels(plots.labelled_grid(np.zeros((1, 1, 4, 4, 3), np.uint8), 2, ['r'], ['c'], 't')); "
             "print('matplotlib.pyplot' in sys.modules)")

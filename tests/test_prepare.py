@@ -15,7 +15,7 @@ import pytest
 from conftest import skip_without_faces_extra
 from PIL import Image
 
-from pprl.io import RunError
+from pprl.runtime.errors import RunError
 
 skip_without_faces_extra()
 skdata = pytest.importorskip("skimage.data")
@@ -93,7 +93,7 @@ def test_prepare_writes_an_aligned_folder_tree_and_reports_every_skip(raw, tmp_p
     text = "\n".join(prep.summary_lines(r))
     assert "7 aligned face crops" in text and "two.png" in text
     # the tree is a dataset=folder root (only folders that got crops exist)
-    from pprl.data.folder import list_folder
+    from pprl.datasets.folder import list_folder
 
     listing = list_folder(out)
     assert listing.identities == ["eileen"] and listing.expressions == ["happy", "sad"] and len(listing.files) == 7

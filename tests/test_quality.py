@@ -1,4 +1,4 @@
-"""Domain FID / KID (pprl.quality) in the judges' feature space, and the image_quality row of Table 2."""
+"""Domain FID / KID (pprl.attacks.fid) in the judges' feature space, and the image_quality row of Table 2."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from conftest import compose_train, tiny_model
 from pprl.attacks import AttackContext, run_scenarios, table_dict
 from pprl.attacks.table import log_table, render_markdown
-from pprl.config import compose_config
-from pprl.data import load_faces
-from pprl.judges import reference_classifiers
-from pprl.quality import JudgeFeatures, fid_kid, quality_entry
+from pprl.runtime.config import compose_config
+from pprl.datasets import load_faces
+from pprl.attacks.judges import reference_classifiers
+from pprl.attacks.fid import JudgeFeatures, fid_kid, quality_entry
 
 DATA = ["dataset.image_size=16", "dataset.num_identities=3", "dataset.images_per_group=24"]
 

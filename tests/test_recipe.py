@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from conftest import compose_train, tiny_model
-from pprl import losses, objective
-from pprl.config import compose_config
-from pprl.nets import Decoder, Discriminator, diff_augment, spectral_normalize
+from pprl.model import losses, objective
+from pprl.runtime.config import compose_config
+from pprl.model.nets import Decoder, Discriminator, diff_augment, spectral_normalize
 
 
 def test_paper_configuration_turns_every_addition_off():
@@ -118,7 +118,7 @@ def test_ema_averages_g_and_is_what_the_model_uses_outside_training():
 
 
 def test_ema_run_saves_and_reloads_the_average(tmp_path):
-    from pprl.io import load_model
+    from pprl.model.load import load_model
     from pprl.train import train
 
     cfg = compose_train(tmp_path, ["model.ema_decay=0.9", "model.upsample=resize", "trainer.max_epochs=1"])

@@ -1,4 +1,4 @@
-"""pprl.faces.recognizer_attack: the dlib face-recognizer row names real faces and skips cartoon data."""
+"""pprl.attacks.face_recognizer: the dlib face-recognizer row names real faces and skips cartoon data."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ skdata = pytest.importorskip("skimage.data")
 
 from pprl.attacks.protect import ProtectedSet  # noqa: E402
 from pprl.attacks.registry import config_problems  # noqa: E402
-from pprl.config import compose_config  # noqa: E402
-from pprl.faces import recognizer_attack as ra  # noqa: E402
+from pprl.runtime.config import compose_config  # noqa: E402
+from pprl.attacks import face_recognizer as ra  # noqa: E402
 from pprl.faces.align import alignment, warp_crop  # noqa: E402
 from pprl.faces.detect import FaceDetector  # noqa: E402
 

@@ -7,8 +7,8 @@ import math
 import torch
 
 from conftest import tiny_model
-from pprl.io import load_model, upgrade_hparams
-from pprl.module import PPRLVGAN
+from pprl.model.load import load_model, upgrade_hparams
+from pprl.model.module import PPRLVGAN
 
 
 def small_model(release_kl: float) -> PPRLVGAN:

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import compose_train
-from pprl.config import ConfigError
+from pprl.runtime.errors import ConfigError
 from pprl.train import train
 
 RELIABLE = ["trainer.deterministic=true", "logger=none", "dataset.images_per_group=4", "trainer.max_epochs=3",
@@ -128,7 +128,7 @@ SIGTERM_CHILD = textwrap.dedent("""
 
 
 def test_sigterm_to_a_training_process(reference, tmp_path):
-    from pprl.io import load_model
+    from pprl.model.load import load_model
 
     run_dir, marker = tmp_path / "run", tmp_path / "started"
     script = SIGTERM_CHILD.format(tests=str(Path(__file__).parent), marker=str(marker), run_dir=str(run_dir))
@@ -159,7 +159,7 @@ def test_sigterm_to_a_training_process(reference, tmp_path):
 def test_checkpoint_write_is_atomic(tmp_path):
     from types import SimpleNamespace
 
-    from pprl.checkpoint import LastCheckpoint
+    from pprl.runtime.checkpoint import LastCheckpoint
 
     cb = LastCheckpoint(tmp_path)
     (tmp_path / "last.ckpt").write_bytes(b"previous good checkpoint")
@@ -182,7 +182,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
 
 def test_data_order_depends_only_on_seed_and_epoch():
-    from pprl.data.datamodule import EpochBatchSampler, ResumableLoader
+    from pprl.datasets.datamodule import EpochBatchSampler, ResumableLoader
 
     a = EpochBatchSampler(50, 8, drop_last=True, seed=3)
     first, second = list(a), list(a)  # without set_epoch, each full pass moves to the next epoch
@@ -212,17 +212,17 @@ def test_data_order_depends_only_on_seed_and_epoch():
 
 # ---------------------------------------------------------------- divergence guard
 def test_divergence_stops_names_step_and_term_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import pprl.losses
+    import pprl.model.losses
 
     calls = {"n": 0}
-    real_kl = pprl.losses.kl_divergence
+    real_kl = pprl.model.losses.kl_divergence
 
     def kl_that_blows_up(mu, logvar):  # G steps 7, 8, ... (batch 4 = optimizer step 9 on) return NaN
         calls["n"] += 1
         out = real_kl(mu, logvar)
         return out * float("nan") if calls["n"] >= 7 else out
 
-    monkeypatch.setattr(pprl.losses, "kl_divergence", kl_that_blows_up)
+    monkeypatch.setattr(pprl.model.losses, "kl_divergence", kl_that_blows_up)
     cfg = compose_train(tmp_path, RELIABLE[:-1] + ["train.checkpoint_every_n_steps=3"])
     with pytest.raises(FloatingPointError, match=r"at step 9\b.*'G/g4_kl'") as err:
         train(cfg)
@@ -252,9 +252,9 @@ def test_divergence_stops_names_step_and_term_keeps_last_good_checkpoint(tmp_pat
     ("model.channels_last=maybe", "model.channels_last"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, monkeypatch, override, key):
-    import pprl.data.datamodule
+    import pprl.datasets.datamodule
 
-    monkeypatch.setattr(pprl.data.datamodule, "load_faces", lambda cfg: pytest.fail("data loaded before validation"))
+    monkeypatch.setattr(pprl.datasets.datamodule, "load_faces", lambda cfg: pytest.fail("data loaded before validation"))
     with pytest.raises(ConfigError) as err:
         train(compose_train(tmp_path, [override]))
     lines = str(err.value).splitlines()
@@ -305,7 +305,7 @@ def test_speed_options_train(tmp_path, overrides):
 
 
 def test_compile_option_keeps_the_checkpoint_format(tmp_path):
-    from pprl.data import FaceDataModule
+    from pprl.datasets import FaceDataModule
     from pprl.train import build_model
 
     cfg = compose_train(tmp_path, RELIABLE + ["model.compile=true"])
@@ -324,7 +324,7 @@ def _without_timing(obj):
 
 
 def test_same_seed_same_run_and_table2(reference, tmp_path):
-    from pprl.evaluate import evaluate_run
+    from pprl.attacks.evaluation import evaluate_run
 
     again = tmp_path / "again"
     train(compose_train(again, RELIABLE))

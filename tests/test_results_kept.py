@@ -75,7 +75,7 @@ def _cfg(run, scenarios, extra=()):
     """The run's config evaluating `scenarios` with quick attackers (and the `extra` (key, value) settings)."""
     from omegaconf import OmegaConf
 
-    from pprl.io import load_run_config
+    from pprl.runtime.rundir import load_run_config
 
     cfg = load_run_config(run)
     cfg.run_dir = str(run)
@@ -87,7 +87,7 @@ def _cfg(run, scenarios, extra=()):
 
 
 def test_evaluating_some_scenarios_keeps_the_rest(tiny_run, tmp_path):
-    from pprl.evaluate import evaluate_run
+    from pprl.attacks.evaluation import evaluate_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -141,7 +141,7 @@ def test_cli_merges_and_prints_where_it_wrote(tiny_run, tmp_path):
 
 # ---------------------------------------------------------------- loggers of a resumed run
 def test_csv_logger_appends_on_resume_and_never_deletes(tmp_path):
-    from pprl.loggers import CSVLogger
+    from pprl.runtime.loggers import CSVLogger
 
     first = CSVLogger(tmp_path, name="csv", version="")
     first.log_metrics({"loss": 1.0}, step=0)

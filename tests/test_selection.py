@@ -12,7 +12,7 @@ import pytest
 
 from conftest import compose_train
 from pprl.attacks import ScenarioResult, TaskResult
-from pprl.data.split import make_splits, split_indices
+from pprl.datasets.split import make_splits, split_indices
 
 
 def _labels(n_id=3, n_expr=7, per=10):
@@ -44,7 +44,7 @@ def test_validation_is_carved_from_train_per_group_and_leaves_test_alone():
 
 
 def test_val_fraction_is_checked():
-    from pprl.data import dataset_problems
+    from pprl.datasets import dataset_problems
 
     cfg = {"name": "synthetic", "image_size": 32, "train_fraction": 0.85, "num_identities": 3}
     assert dataset_problems({**cfg, "val_fraction": 0.1}) == []
@@ -64,7 +64,7 @@ def val_run(tmp_path_factory):
 
 
 def test_the_gan_monitors_and_the_evaluation_reports_the_validation_split(val_run):
-    from pprl.data import FaceDataModule
+    from pprl.datasets import FaceDataModule
 
     run_dir, summary = val_run
     cfg = compose_train(run_dir, ["dataset.val_fraction=0.25"])
@@ -161,7 +161,7 @@ def test_attack_III_strong_picks_each_column_on_validation():
 def test_unmasked_mu_is_every_dim(tiny_run):
     import torch
 
-    from pprl.io import load_model
+    from pprl.model.load import load_model
 
     model = load_model(tiny_run)
     model.hparams.release_kl = 1e9  # release only the most informative dim
@@ -175,9 +175,10 @@ def test_evaluation_shows_one_bar_over_its_scenarios(monkeypatch, tiny_run):
     import tqdm.auto
 
     from pprl.attacks import AttackContext, run_scenarios
-    from pprl.config import compose_config
-    from pprl.data import load_faces
-    from pprl.io import load_model, load_run_config
+    from pprl.runtime.config import compose_config
+    from pprl.datasets import load_faces
+    from pprl.runtime.rundir import load_run_config
+    from pprl.model.load import load_model
 
     bars = []
 

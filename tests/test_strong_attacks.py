@@ -17,8 +17,9 @@ from pprl.attacks import context as context_module
 from pprl.attacks.linkability import auc_interval, roc_auc, sample_pairs
 from pprl.attacks.registry import config_problems, suite_names
 from pprl.attacks.strong import StrongImageClassifier, augment, knn_predict
-from pprl.config import compose_config
-from pprl.data import load_faces, tensor_to_images
+from pprl.runtime.config import compose_config
+from pprl.datasets import load_faces
+from pprl.runtime.pixels import tensor_to_images
 
 STRONG_ROWS = ("attack_II_strong", "attack_III_strong", "linkability_auc")
 # 3 identities x 7 expressions x 24 images at 16 px (84 test images, 252 protected ones); width-8 attackers

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle (module-level or inside functions), no source file over 400 lines."""
+"""The package's shape: commands at the top, rooms below them in floors that import only downwards, no import cycle
+(module-level or inside functions), no source file over 400 lines."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_LINES = 400
+
+#: the rooms of src/pprl/ and their floors: a module imports modules of its own room or of lower floors only
+#: (docs/architecture.md draws them). The commands (`python -m pprl.<command>`: the top-level modules and the
+#: `pprl.data` command package) stand above every room; nothing imports them.
+FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "faces": 4, "attacks": 5,
+          "anonymizers": 5, "apps": 6, "sweep": 6}
+COMMAND_PACKAGES = ("pprl.data",)
+#: the Hydra entry glue: only commands call it (a room is a library, never a command line)
+COMMAND_GLUE = ("pprl.runtime.cli", "pprl.runtime.clihelp")
 
 
 def _modules() -> dict[str, Path]:
@@ -93,8 +103,63 @@ def test_no_source_file_over_400_lines():
     assert not long, f"source files over {MAX_LINES} lines: {long}"
 
 
+def room_of(module: str) -> str | None:
+    """The room (sub-package of pprl) a module lives in; None for the commands and `pprl` itself."""
+    parts = module.split(".")
+    commands = any(module == pkg or module.startswith(pkg + ".") for pkg in COMMAND_PACKAGES)
+    if len(parts) < 2 or commands or not (SRC / "pprl" / parts[1]).is_dir():
+        return None
+    return parts[1]
+
+
+def is_command(module: str) -> bool:
+    return module != "pprl" and room_of(module) is None
+
+
+def test_every_room_has_a_floor_and_the_top_holds_only_commands():
+    modules = _modules()
+    rooms = {room_of(m) for m in modules} - {None}
+    assert rooms <= set(FLOORS), f"rooms without a floor in FLOORS: {sorted(rooms - set(FLOORS))}"
+    for name, path in modules.items():
+        if is_command(name) and not path.name == "__init__.py":
+            text = path.read_text()
+            assert "def main(" in text and '__name__ == "__main__"' in text, f"{name} is at the top but is no command"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that runs sideways or up the floors, that imports a command, or that calls the command glue
+    from a room."""
+    bad = []
+    for module, targets in graph.items():
+        room = room_of(module)
+        for target in sorted(targets):
+            if target == "pprl":
+                continue
+            if is_command(target):
+                bad.append(f"{module} -> {target}: a command is imported")
+            elif room is not None and target in COMMAND_GLUE and room != "runtime":
+                bad.append(f"{module} -> {target}: a room calls the command glue")
+            elif room is not None and room_of(target) != room and FLOORS[room_of(target)] >= FLOORS[room]:
+                bad.append(f"{module} -> {target}: floor {FLOORS[room]} imports floor {FLOORS[room_of(target)]}")
+    return bad
+
+
+def test_the_layer_rules_catch_what_they_forbid():
+    graph = {"pprl.datasets.a": {"pprl.model.b", "pprl.runtime.cli", "pprl.train", "pprl.datasets"},
+             "pprl.model.b": {"pprl.runtime.errors"}, "pprl.runtime.cli": set(), "pprl.datasets": set(),
+             "pprl.train": {"pprl.model.b", "pprl.runtime.cli", "pprl.datasets"}}
+    assert layer_violations(graph) == ["pprl.datasets.a -> pprl.model.b: floor 1 imports floor 2",
+                                       "pprl.datasets.a -> pprl.runtime.cli: a room calls the command glue",
+                                       "pprl.datasets.a -> pprl.train: a command is imported"]
+
+
+def test_rooms_import_only_downwards():
+    bad = layer_violations(import_graph())
+    assert not bad, "\n".join(bad)
+
+
 def test_plain_arguments_become_hydra_overrides():
-    from pprl.cli import as_overrides
+    from pprl.runtime.cli import as_overrides
 
     argv = ["/tmp/my dir", "--identities", "0,2,4", "--per-group=3", "size=16", "--multirun", "x"]
     assert as_overrides(argv, ["root"], ["identities", "per_group"]) == [

@@ -19,9 +19,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import TINY_OVERRIDES
-from pprl import gpu_pool
-from pprl.config import HYDRA_VERSION_BASE
-from pprl.config import config_dir
+from pprl.sweep import gpu_pool
+from pprl.runtime.config import HYDRA_VERSION_BASE
+from pprl.runtime.config import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -241,8 +241,9 @@ GPUS_APP = """
 import json, os, time
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from pprl import gpu_pool
-from pprl.config import config_dir
+import pprl.attacks  # stores the attack suites (attack=all) the train config composes
+from pprl.sweep import gpu_pool
+from pprl.runtime.config import config_dir
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg):

@@ -17,9 +17,10 @@ from PIL import Image
 from conftest import compose_train, find_block
 from pprl.apps import synthesize
 from pprl.apps.scores import spearman
-from pprl.config import compose_config
-from pprl.data import load_faces
-from pprl.io import RunError, load_run_config
+from pprl.runtime.config import compose_config
+from pprl.datasets import load_faces
+from pprl.runtime.errors import RunError
+from pprl.runtime.rundir import load_run_config
 
 FAST = ["logger=none", "reference.epochs=3", "task.scale=2"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import compose_train
-from pprl.config import ConfigError
+from pprl.runtime.errors import ConfigError
 from pprl.train import build_model, train
 
 
@@ -55,7 +55,7 @@ def test_csv_logger_records_every_loss_term(tmp_path):
 
 def test_generator_step_moves_only_the_generator(tmp_path):
     cfg = compose_train(tmp_path)
-    from pprl.data import FaceDataModule
+    from pprl.datasets import FaceDataModule
 
     dm = FaceDataModule(cfg.dataset, batch_size=8)
     dm.setup()

@@ -1,6 +1,9 @@
 """The built wheel is a working install: it carries the config tree (`pprl/conf`), so a non-editable install trains
-from any directory without the source checkout (issue 13: `pip install .` / a git URL used to end in "cannot find the
-config tree"). Offline: the build uses the installed setuptools, the venv borrows torch & co. from this Python."""
+from any directory without the source checkout (`pip install .` / a git URL must not end in "cannot find the config
+tree"). Offline: the build uses the installed setuptools, and the fresh venv borrows torch & co. from the
+environment running the tests, whichever it is (the system Python, a venv, a conda env): its site-packages
+folders go into the new venv through a .pth file (`--system-site-packages` would borrow the *base* interpreter's
+packages, which a venv or conda env does not share)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,12 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def borrowed_site_packages() -> list[str]:
+    """The package folders of the environment running the tests (a .pth line each). Only folders a site dir lists
+    run their own .pth files, so the checkout's editable install of pprl is not borrowed with them."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+
+
 @pytest.mark.slow
 def test_wheel_installs_with_its_configs_and_trains_from_elsewhere(tmp_path):
     env = clean_env(tmp_path)
@@ -55,20 +64,21 @@ def test_wheel_installs_with_its_configs_and_trains_from_elsewhere(tmp_path):
     for config in ("train.yaml", "evaluate.yaml", "lambda/pprl_plus.yaml", "dataset/synthetic.yaml",
                    "sweep/smoke.yaml", "sweep/paper_grid.yaml"):
         assert f"pprl/conf/{config}" in names, config
-    assert "pprl/plots.py" in names
+    assert "pprl/plots/charts.py" in names and "pprl/runtime/config.py" in names
 
-    # 2. a fresh venv that borrows torch, lightning, hydra ... from this Python; pprl itself from the wheel only
+    # 2. a fresh venv that borrows torch, lightning, hydra ... from this environment; pprl itself from the wheel only
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], tmp_path, env)
+    run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path, env)
     python = venv / "bin" / "python"
+    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
+                    env).stdout.strip())
+    (site / "_borrowed_packages.pth").write_text("\n".join(borrowed_site_packages()) + "\n")
     run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir", "--ignore-installed", wheel],
         tmp_path, env)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run([python, "-c", "import pprl, pprl.config; print(pprl.__file__); print(pprl.config.config_dir())"],
+    where = run([python, "-c", "import pprl, pprl.runtime.config as c; print(pprl.__file__); print(c.config_dir())"],
                 elsewhere, env).stdout.split()
-    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], elsewhere,
-                    env).stdout.strip())
     assert Path(where[0]) == site / "pprl" / "__init__.py", where  # the wheel's pprl, not the checkout's
     assert Path(where[1]) == site / "pprl" / "conf"
 

@@ -4,7 +4,7 @@
         target=random|all|<identity name> [keep_names=false] [manifest=false] [features=false]
         [sample=false] [batch_size=64] [seed=0] [device=auto]
 
-Each input image I is read by `pprl.imageio.read_image` (any mode/size, resized to the model's size) and
+Each input image I is read by `pprl.runtime.imageio.read_image` (any mode/size, resized to the model's size) and
 replaced by G(I, c) = Dec(f(I) ⊕ c) with target identity c: one PNG per image (`target=random`: c drawn
 per image from a generator seeded by (seed, image index), so the draw does not depend on batch size or on
 resuming; `target=<name>`: that identity; `target=all`: one PNG per identity). f(I) is the encoder's mean
@@ -46,10 +46,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pprl.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
+from pprl.runtime.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, ensure_strict_decoding, read_image,
                           remove_stale_temps, write_png)
-from pprl.io import RunError, find_checkpoint, load_model, pick_device
-from pprl.outputs import (Summary, check_state, inputs_digest, list_inputs, output_names, per_image_rng,
+from pprl.runtime.errors import RunError
+from pprl.runtime.rundir import find_checkpoint, pick_device
+from pprl.model.load import load_model
+from pprl.faces.outputs import (Summary, check_state, inputs_digest, list_inputs, output_names, per_image_rng,
                           resolve_target, sha256_file, target_codes, write_errors)
 
 PARTS_DIR = ".features_parts"
@@ -83,7 +85,7 @@ def _save_npz(path: Path, **arrays) -> None:
 def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
     """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw
     of the whole posterior; the returned (mu, logvar) are the released posterior (`PPRLVGAN.release`)."""
-    from pprl.data import tensor_to_images
+    from pprl.runtime.pixels import tensor_to_images
 
     mu, logvar = model.encode(x)
     f = mu
@@ -123,7 +125,7 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     if str(faces) != "crop":
         raise RunError(f"faces={faces!r}: use crop (pre-cropped faces) or detect (find faces in photos and videos)")
 
-    from pprl.data import images_to_tensor
+    from pprl.runtime.pixels import images_to_tensor
 
     if int(batch_size) < 1:
         raise RunError(f"batch_size must be >= 1, got {batch_size}")
@@ -230,7 +232,7 @@ def _write_manifest(out: Path, files, outs, tgt, names, seed) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def _cli(cfg) -> int:
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     summary = anonymize(cfg.run_dir, cfg.input, cfg.output, cfg.target, keep_names=bool(cfg.keep_names),
                         manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
@@ -247,10 +249,15 @@ def _cli(cfg) -> int:
     return 0
 
 
-def main() -> None:
-    from pprl.cli import run_hydra
+def _targets_help() -> list[str]:
+    return ["Targets (target=): random (one identity drawn per image), all (one image per identity), or an identity",
+            "name of the run: list them with python -m pprl.info run_dir=<run dir>"]
 
-    run_hydra("anonymize", _cli)
+
+def main() -> None:
+    from pprl.runtime.cli import run_hydra
+
+    run_hydra("anonymize", _cli, help_sections=[_targets_help])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Two graphs, both with a dynamic batch dimension, written to `<run_dir>/export/` 
   ->  `protected` float32 (B, 3, S, S) in [-1, 1]: G(I, c) = Dec(mu ⊕ onehot(c)) (paper eq. 6 with f(I) = mu,
   deterministic). An index outside [0, N_id) gives an all-zero code (no error inside the graph).
 
-Images are NCHW RGB scaled as `x / 127.5 - 1` (`pprl.data.images_to_tensor`). `meta.json` records the
+Images are NCHW RGB scaled as `x / 127.5 - 1` (`pprl.runtime.pixels.images_to_tensor`). `meta.json` records the
 size, identity and expression names and these conventions. Files: `encoder.onnx`/`generator.onnx`
 (legacy TorchScript-based ONNX exporter, opset 17: needs only the `onnx` package, not `onnxscript`) or
 `encoder.pt`/`generator.pt` (`torch.jit.load`). After exporting, the outputs are compared with the PyTorch
@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pprl.imageio import atomic_path
-from pprl.io import RunError, load_model, run_dir_of
+from pprl.runtime.imageio import atomic_path
+from pprl.runtime.errors import RunError
+from pprl.runtime.rundir import run_dir_of
+from pprl.model.load import load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -152,7 +154,7 @@ def check_export(run_dir: str | Path, paths: dict[str, Path], batch_sizes=(1, 5)
 
 
 def _cli(cfg) -> int:
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     paths = export(cfg.run_dir, str(cfg.format), cfg.get("output"), int(cfg.opset))
     for name, p in paths.items():
@@ -169,7 +171,7 @@ def _cli(cfg) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.runtime.cli import run_hydra
 
     run_hydra("export", _cli)
 

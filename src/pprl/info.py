@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pprl.errors import ConfigError, RunError
+from pprl.runtime.errors import ConfigError, RunError
 
 #: the settings shown, as (section, keys); None: every key of the section
 SETTINGS = (("dataset", ("name", "root", "image_size", "train_fraction", "val_fraction", "seed", "leave_out")),
@@ -42,7 +42,7 @@ def _rows(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """Everything `pprl.info` shows about a run dir (or a checkpoint inside one), as plain data."""
     from pprl.attacks.store import read_history
-    from pprl.io import CHECKPOINT_NAME, read_checkpoint, run_dir_of
+    from pprl.runtime.rundir import CHECKPOINT_NAME, read_checkpoint, run_dir_of
 
     path = Path(run_dir).expanduser()
     if not path.exists():
@@ -134,7 +134,7 @@ def _cli(cfg) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.runtime.cli import run_hydra
 
     run_hydra("info", _cli)
 

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pprl.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
-from pprl.io import RunError
+from pprl.runtime.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
+from pprl.runtime.errors import RunError
 
 STATE = ".pprl_prepare.json"
 PARTS = ".prepare_parts"
@@ -280,7 +280,7 @@ def summary_lines(r: dict, max_reasons: int = 15) -> list[str]:
 def _cli(cfg) -> int:
     from omegaconf import OmegaConf
 
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     keys = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in Settings.__dataclass_fields__}
     result = prepare(cfg.input, cfg.output, Settings(**keys), progress=bool(cfg.progress))
@@ -290,7 +290,7 @@ def _cli(cfg) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.runtime.cli import run_hydra
 
     run_hydra("prepare", _cli)
 

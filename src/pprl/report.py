@@ -26,15 +26,16 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from pprl import gpu_pool, plots
-from pprl.imageio import atomic_path
-from pprl.sweep import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect, pareto_front,  # noqa: F401
+from pprl.plots import charts as plots
+from pprl.sweep import gpu_pool
+from pprl.runtime.imageio import atomic_path
+from pprl.sweep.jobs import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect, pareto_front,  # noqa: F401
                         plotted)
 
 
 # ----------------------------------------------------------------------------- tables
 def _lambda_keys(jobs: Sequence[Job]) -> list[str]:
-    from pprl.losses import LAMBDA_KEYS as LAMBDA_ORDER
+    from pprl.model.losses import LAMBDA_KEYS as LAMBDA_ORDER
 
     keys = {k for j in jobs for k in j.lambdas}
     return [k for k in LAMBDA_ORDER if k in keys] + sorted(keys - set(LAMBDA_ORDER))
@@ -269,7 +270,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, P
 
 
 def _cli(cfg) -> int:
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     paths = write_report(str(cfg.sweep_dir), cfg.out)
     print(paths["md"].read_text())
@@ -279,7 +280,7 @@ def _cli(cfg) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.runtime.cli import run_hydra
 
     run_hydra("report", _cli, positional=["sweep_dir"], options=["out"])
 

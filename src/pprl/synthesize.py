@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 def _cli(cfg: DictConfig) -> int:
     from pprl.apps import synthesize
     from pprl.apps.synthesize import flatten
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     scores = synthesize(cfg)
     for key, value in flatten(scores).items():
@@ -25,9 +25,10 @@ def _cli(cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.apps import help_lines
+    from pprl.runtime.cli import run_hydra
 
-    run_hydra("synthesize", _cli)
+    run_hydra("synthesize", _cli, help_sections=[help_lines])
 
 
 if __name__ == "__main__":

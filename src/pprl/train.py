@@ -20,8 +20,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pprl import gpu_pool  # also registers ${pprl.gpu_count:}, used by hydra/launcher=gpus
-from pprl.errors import ConfigError, RunError, UserError
+from pprl.sweep import gpu_pool  # also registers ${pprl.gpu_count:}, used by hydra/launcher=gpus
+from pprl.runtime.errors import ConfigError, RunError, UserError
 
 log = logging.getLogger("pprl.train")
 
@@ -29,7 +29,7 @@ log = logging.getLogger("pprl.train")
 def build_model(cfg: DictConfig, splits, device: torch.device | None = None) -> pl.LightningModule:
     """The LightningModule of `cfg.model` (conf/model/*.yaml names the class and its settings) for the data's
     label sets; its `auto` speed switches resolved for `device` (default: the device `cfg.trainer` trains on)."""
-    from pprl.speed import model_switches, run_device
+    from pprl.runtime.speed import model_switches, run_device
 
     switches = model_switches(cfg.model, device if device is not None else run_device(cfg.trainer))
     return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities,
@@ -53,8 +53,8 @@ def _job_overrides() -> tuple[str | None, str | None]:
 def build_logger(cfg: DictConfig, run_dir: Path, resume: bool = False):
     """The configured Lightning logger, or None for `logger=none`. A resumed run (`resume`) keeps its metric
     history: the CSV logger appends to its metrics.csv, W&B continues the run id stored in the run dir
-    (`pprl.loggers`)."""
-    from pprl.loggers import wandb_run_id
+    (`pprl.runtime.loggers`)."""
+    from pprl.runtime.loggers import wandb_run_id
 
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
@@ -67,7 +67,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, resume: bool = False):
         kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
         kwargs["id"], _ = wandb_run_id(run_dir, resume)  # Lightning passes resume="allow": the same id continues
         (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    elif target == "pprl.loggers.CSVLogger":
+    elif target == "pprl.runtime.loggers.CSVLogger":
         kwargs["append"] = resume
     return hydra.utils.instantiate(cfg.logger, _partial_=True)(**kwargs)  # `config` clashes with instantiate's own
 
@@ -76,7 +76,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, resume: bool = False):
 def fake_head_summary(model, test_set, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
     """D3 accuracy (input's expression) and D2 accuracy (target c) on G(test, c) over all c, in eval mode
     (the draws f ~ q(f|I) come from a generator seeded with `seed`)."""
-    from pprl.data import images_to_tensor
+    from pprl.runtime.pixels import images_to_tensor
 
     model.eval()
     generator = torch.Generator(device=model.device).manual_seed(int(seed))
@@ -121,7 +121,8 @@ def _plain_value(value: Any) -> Any:
 def resume_problems(cfg: DictConfig, ckpt_path: str) -> list[str]:
     """The model settings of `cfg` that differ from those the checkpoint was trained with, one line each
     (`model.width=16, the checkpoint has 32`): a resumed run must continue the same model."""
-    from pprl.io import read_checkpoint, upgrade_hparams
+    from pprl.runtime.rundir import read_checkpoint
+    from pprl.model.load import upgrade_hparams
 
     saved = upgrade_hparams(read_checkpoint(ckpt_path)["hyper_parameters"])
     wanted = OmegaConf.to_container(cfg.model, resolve=True)
@@ -139,11 +140,23 @@ def resume_problems(cfg: DictConfig, ckpt_path: str) -> list[str]:
             if _plain_value(new) != _plain_value(old)]
 
 
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every bad key of a `train` config (one line each): each room checks its own
+    block (the model's settings, the dataset, the speed settings, the attack scenarios)."""
+    from pprl.attacks import config_problems
+    from pprl.datasets import dataset_problems
+    from pprl.model.checks import config_problems as model_problems
+    from pprl.runtime.speed import setting_problems
+
+    problems = (model_problems(cfg) + dataset_problems(cfg.dataset) + setting_problems(cfg)
+                + config_problems(cfg.get("attack")))
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
 def check_before_start(cfg: DictConfig) -> None:
     """What `python -m pprl.train` checks before Hydra creates a run dir (a single run): the config, and that
     `resume=` names a checkpoint of the same model settings. ConfigError / RunError, one line each."""
-    from pprl.config import validate_train_config
-
     validate_train_config(cfg)
     ckpt = resolve_resume(cfg.get("resume"))
     problems = resume_problems(cfg, ckpt) if ckpt else []
@@ -178,10 +191,10 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
          started: float) -> dict[str, Any]:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from pprl.callbacks import IdentitySwapGrid
-    from pprl.checkpoint import LastCheckpoint
-    from pprl.data import FaceDataModule
-    from pprl.speed import resolve_precision, run_device, uncompiled
+    from pprl.model.callbacks import IdentitySwapGrid
+    from pprl.runtime.checkpoint import LastCheckpoint
+    from pprl.datasets import FaceDataModule
+    from pprl.runtime.speed import resolve_precision, run_device, uncompiled
 
     pl.seed_everything(int(cfg.seed), workers=True)
     logger = build_logger(cfg, run_dir, resume=ckpt_path is not None)
@@ -237,7 +250,7 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
                 lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
                                step=trainer.global_step)
         if cfg.get("evaluate") and trainer.is_global_zero:
-            from pprl.evaluate import evaluate_run
+            from pprl.attacks.evaluation import evaluate_run
 
             start = time.time()
             with uncompiled(model):
@@ -312,7 +325,7 @@ def run_job(cfg: DictConfig) -> None:
     before CUDA starts, then train and evaluate, and print the run dir. A job that fails or diverges writes
     results/failed.json (a refused `resume=` leaves the run it names as it was); in a --multirun the sweep goes on
     with the next job, a single run exits non-zero."""
-    from pprl.cli import print_written
+    from pprl.runtime.cli import print_written
 
     run_dir = Path(cfg.run_dir)
     failed = run_dir / "results" / "failed.json"
@@ -342,7 +355,7 @@ def resume_run_dir(argv: list[str]) -> list[str]:
     path = Path(value).expanduser() if value else None
     if path is None or not path.exists():
         return argv
-    from pprl.cli import override
+    from pprl.runtime.cli import override
 
     run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
     return argv if run_dir is None else [*argv, override("hydra.run.dir", str(run_dir.resolve()))]
@@ -351,10 +364,11 @@ def resume_run_dir(argv: list[str]) -> list[str]:
 def main() -> None:
     import sys
 
-    from pprl.cli import run_hydra
+    from pprl import attacks, datasets  # attacks also stores the suites `attack=all|strong` the config composes
+    from pprl.runtime.cli import run_hydra
 
     sys.argv = [sys.argv[0], *resume_run_dir(sys.argv[1:])]
-    run_hydra("train", run_job, check=check_before_start)
+    run_hydra("train", run_job, check=check_before_start, help_sections=[attacks.help_lines, datasets.help_lines])
 
 
 if __name__ == "__main__":

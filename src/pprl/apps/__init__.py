@@ -3,6 +3,6 @@
 One module per task of `python -m pprl.synthesize task=<name>`; each has `run(ctx) -> (figures, scores)`.
 """
 
-from .synthesize import TASKS, synthesize
+from .synthesize import TASKS, help_lines, synthesize
 
-__all__ = ["TASKS", "synthesize"]
+__all__ = ["TASKS", "help_lines", "synthesize"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pprl.errors import ConfigError
-from pprl.plots import labelled_grid, save_figure
+from pprl.runtime.errors import ConfigError
+from pprl.plots.charts import labelled_grid, save_figure
 
 from .context import Context, decode, latents, score_subset
 from .inputs import Inputs, choose_inputs, fill_unknown_identity, test_inputs

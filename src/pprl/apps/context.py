@@ -17,13 +17,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pprl.data import images_to_tensor, load_faces, tensor_to_images
-from pprl.data.split import FaceSet, FaceSplits, resolve_leave_out
-from pprl.errors import ConfigError
-from pprl.io import RunError, find_checkpoint, load_model, load_run_config, pick_device
+from pprl.datasets import load_faces
+from pprl.runtime.pixels import images_to_tensor, tensor_to_images
+from pprl.datasets.split import FaceSet, FaceSplits, resolve_leave_out
+from pprl.runtime.errors import ConfigError
+from pprl.runtime.errors import RunError
+from pprl.runtime.rundir import find_checkpoint, load_run_config, pick_device
+from pprl.model.load import load_model
 
 if TYPE_CHECKING:
-    from pprl.judges import ReferenceClassifiers
+    from pprl.attacks.judges import ReferenceClassifiers
 
 TILE_PX = 96  # figures upscale tiles to about this size (nearest neighbour)
 
@@ -99,8 +102,8 @@ class Context:
 
     def quality(self, synthesized: np.ndarray) -> dict:
         """Domain FID / KID of uint8 synthesized images against the real test images, with the real-vs-real
-        floor (`pprl.quality`, in the judges' feature space; settings in conf/judges/default.yaml)."""
-        from pprl.quality import quality_entry
+        floor (`pprl.attacks.fid`, in the judges' feature space; settings in conf/judges/default.yaml)."""
+        from pprl.attacks.fid import quality_entry
 
         rc = self.cfg.reference
         return quality_entry(self.refs, self.splits.test.images, self.splits.train.images, synthesized,
@@ -110,7 +113,7 @@ class Context:
     def refs(self) -> "ReferenceClassifiers":
         """The reference classifiers (judges) of the run, trained or loaded on first use."""
         if self._refs is None:
-            from pprl.judges import reference_classifiers
+            from pprl.attacks.judges import reference_classifiers
 
             self._refs = reference_classifiers(self.run_dir, self.cfg.reference, self.splits,
                                                int(self.model.hparams.width), self.device, self.batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pprl.plots import labelled_grid, save_figure
+from pprl.plots.charts import labelled_grid, save_figure
 
 from .context import Context, decode, latents, score_subset
 from .inputs import Inputs, choose_inputs, target_identities, test_inputs

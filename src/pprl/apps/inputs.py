@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from pprl.data.labels import resolve_label
-from pprl.errors import ConfigError, MissingFileError
+from pprl.datasets.labels import resolve_label
+from pprl.runtime.errors import ConfigError, MissingFileError
 
 from .context import Context
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pprl.errors import ConfigError
-from pprl.plots import labelled_grid, save_figure
+from pprl.runtime.errors import ConfigError
+from pprl.plots.charts import labelled_grid, save_figure
 
 from .context import Context, decode, latents, score_subset
 from .inputs import choose_inputs, file_inputs, resolve_expression, resolve_identity, test_inputs

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pprl.errors import ConfigError
-from pprl.figures import save_gif
-from pprl.plots import figure_pixels, labelled_grid, save_figure
+from pprl.runtime.errors import ConfigError
+from pprl.plots.grids import save_gif
+from pprl.plots.charts import figure_pixels, labelled_grid, save_figure
 
 from .context import Context, decode, latents
 from .inputs import Inputs, file_inputs, resolve_identity, test_inputs

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pprl.errors import ConfigError
-from pprl.plots import labelled_grid, save_figure
+from pprl.runtime.errors import ConfigError
+from pprl.plots.charts import labelled_grid, save_figure
 
 from .context import Context, decode
 from .inputs import target_identities

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from pprl.imageio import atomic_path
+from pprl.runtime.imageio import atomic_path
 
 from .context import Context
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pprl.errors import ConfigError
+from pprl.runtime.errors import ConfigError
 
 from . import complete, identity_swap, left_out, morph, sample
 from .context import load_context
@@ -19,6 +19,11 @@ log = logging.getLogger("pprl.synthesize")
 
 TASKS = {"identity_swap": identity_swap.run, "sample": sample.run, "left_out": left_out.run,
          "morph": morph.run, "complete": complete.run}
+
+
+def help_lines() -> list[str]:
+    """The `--help` section of `pprl.synthesize`: its tasks."""
+    return [f"Tasks (task=<name>): {', '.join(TASKS)}; options: task.<key>=... (conf/task/<name>.yaml)"]
 
 
 def synthesize(cfg: DictConfig) -> dict[str, Any]:

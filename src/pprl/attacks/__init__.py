@@ -11,11 +11,11 @@ from . import paper  # noqa: F401  isort: skip  (registers the scenarios, in Tab
 from . import quality  # noqa: F401  isort: skip
 from . import strong  # noqa: F401  isort: skip
 from . import linkability  # noqa: F401  isort: skip
-from pprl.faces import recognizer_attack  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)
+from . import face_recognizer  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .protect import F_VARIANTS, ProtectedSet, latent_features, protect
-from .registry import SCENARIOS, SUITES, config_problems, run_scenarios, store_suites, suite_names
+from .registry import SCENARIOS, SUITES, config_problems, help_lines, run_scenarios, store_suites, suite_names
 from .results import TASKS, ScenarioResult, TaskResult, ccr
 from .selection import SELECTION_SCENARIO, validation_rows
 from .stats import cluster_bootstrap_interval, grouped_interval, wilson_interval
@@ -25,8 +25,10 @@ from .table import log_table, render_markdown, table_dict, write_table
 __all__ = [
     "FitSettings", "ImageClassifier", "MLPClassifier", "fit_classifier", "predict", "validation_split",
     "AttackContext", "derived_seed", "F_VARIANTS", "ProtectedSet", "latent_features", "protect",
-    "SCENARIOS", "SUITES", "config_problems", "run_scenarios", "store_suites", "suite_names",
+    "SCENARIOS", "SUITES", "config_problems", "help_lines", "run_scenarios", "store_suites", "suite_names",
     "TASKS", "ScenarioResult", "TaskResult", "ccr", "SELECTION_SCENARIO", "validation_rows",
     "cluster_bootstrap_interval", "grouped_interval", "wilson_interval", "read_history", "read_table",
     "log_table", "render_markdown", "table_dict", "write_table",
 ]
+
+store_suites()  # `attack=all` / `attack=strong` in Hydra's ConfigStore, for every config that composes them

@@ -25,10 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from pprl.data import images_to_tensor
-from pprl.data.device import place_rows, row_index, to_float
-from pprl.errors import ConfigError
-from pprl.nets import Discriminator, LatentClassifier
+from pprl.runtime.pixels import images_to_tensor
+from pprl.runtime.pixels import place_rows, row_index, to_float
+from pprl.runtime.errors import ConfigError
+from pprl.model.nets import Discriminator, LatentClassifier
 
 log = logging.getLogger("pprl.attacks")
 
@@ -82,7 +82,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, image_size: int, width: int, num_classes: int, hidden: int = 256):
         super().__init__()
-        # the very trunk of pprl.nets.Discriminator (its real/fake, identity and expression heads are dropped)
+        # the very trunk of pprl.model.nets.Discriminator (its real/fake, identity and expression heads are dropped)
         self.trunk = Discriminator(image_size, width, num_identities=1, num_expressions=1, hidden=hidden).trunk
         self.head = nn.Linear(hidden, num_classes)
 
@@ -91,7 +91,7 @@ class ImageClassifier(nn.Module):
 
 
 class MLPClassifier(nn.Module):
-    """Attack III's ANN (paper §5.4) on f(I): `pprl.nets.LatentClassifier` (3 hidden layers of 256) fed with
+    """Attack III's ANN (paper §5.4) on f(I): `pprl.model.nets.LatentClassifier` (3 hidden layers of 256) fed with
     features standardised by `mean` / `std` (fitted on the attacker's training slice, stored as buffers)."""
 
     def __init__(self, in_dim: int, num_classes: int, hidden: Sequence[int] = (256, 256, 256),

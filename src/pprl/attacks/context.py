@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pprl.data import FaceSplits
-from pprl.errors import ConfigError
+from pprl.datasets import FaceSplits
+from pprl.runtime.errors import ConfigError
 
 from .classifiers import FitSettings, ImageClassifier, fit_classifier, predict, validation_split
 from .protect import ProtectedSet, model_device, protect

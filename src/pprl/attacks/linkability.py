@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pprl.errors import DataError
+from pprl.runtime.errors import DataError
 
 from .classifiers import as_batch
 from .context import AttackContext, derived_seed

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pprl.data import FaceSet, images_to_tensor
-from pprl.data.device import fits_on_device, place_rows, to_float, to_uint8
+from pprl.datasets import FaceSet
+from pprl.runtime.pixels import images_to_tensor
+from pprl.runtime.pixels import fits_on_device, place_rows, to_float, to_uint8
 
 
 #: the views of f(I) an attacker on the representation can take: the released mean mu (`represent(sample=False)`,

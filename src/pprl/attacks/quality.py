@@ -2,7 +2,7 @@
 
 G(I_test, c) for every test image and code c (the protected test set attacks I and II read) against the real
 test images, and the floor (real training vs real test images), in the feature space of the run's judges
-(`pprl.judges`, cached in `<run_dir>/figures/`; `pprl.quality` has the definitions). Runs in every suite.
+(`pprl.attacks.judges`, cached in `<run_dir>/figures/`; `pprl.attacks.fid` has the definitions). Runs in every suite.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pprl.judges import reference_classifiers
-from pprl.quality import quality_entry
+from pprl.attacks.judges import reference_classifiers
+from pprl.attacks.fid import quality_entry
 
 from .context import AttackContext, derived_seed
 from .registry import scenario

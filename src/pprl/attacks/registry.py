@@ -135,7 +135,7 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
     """
     from tqdm.auto import tqdm
 
-    from pprl.errors import ConfigError
+    from pprl.runtime.errors import ConfigError
 
     names = list(scenarios if scenarios is not None else ctx.cfg.scenarios)
     problems = config_problems({**ctx.cfg, "scenarios": names})
@@ -160,6 +160,14 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
         bar.close()
         ctx.release_protected_train()
     return rows
+
+
+def help_lines() -> list[str]:
+    """The `--help` section of the commands that take `attack=`: every scenario and suite."""
+    out = ["Attack scenarios (attack=<scenario>, or a suite; attack.<scenario>.<key>=... changes a setting):"]
+    out += [f"  {s.name:<24} {s.title} [{s.suite}]" for s in SCENARIOS.values()]
+    out += [f"  suite {suite:<18} {', '.join(suite_names(suite))}" for suite in SUITES]
+    return out
 
 
 def store_suites() -> None:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from pprl.plots import confusion_figure, save_figure
+from pprl.plots.charts import confusion_figure, save_figure
 
 from .registry import SCENARIOS, row_titles, scenario_of_row
 from .results import TASKS, ScenarioResult, TaskResult

@@ -1,8 +1,2 @@
-"""Data layer: FERG-DB, MUG, image folders and a built-in synthetic FERG-like set (paper §5.1)."""
-
-from .datamodule import FaceDataModule, images_to_tensor, load_faces, tensor_to_images
-from .registry import dataset_problems, sources
-from .split import FaceSet, FaceSplits
-
-__all__ = ["sources", "dataset_problems", "FaceSet", "FaceSplits", "load_faces", "FaceDataModule",
-           "images_to_tensor", "tensor_to_images"]
+"""The data commands: `python -m pprl.data` (what a dataset config finds, per-group counts) and
+`python -m pprl.data.synthetic` (other cartoon characters as a folder tree). The data layer is `pprl.datasets`."""

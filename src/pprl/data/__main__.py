@@ -40,7 +40,7 @@ def render_text(splits, train: dict, test: dict, val: dict | None = None) -> str
 
 
 def _cli(cfg: DictConfig) -> int:
-    from pprl.data import load_faces
+    from pprl.datasets import load_faces
 
     splits = load_faces(cfg.dataset)
     train, test = count_table(splits, splits.train), count_table(splits, splits.test)
@@ -55,9 +55,10 @@ def _cli(cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    from pprl.cli import run_hydra
+    from pprl.datasets import help_lines
+    from pprl.runtime.cli import run_hydra
 
-    run_hydra("data", _cli)
+    run_hydra("data", _cli, help_sections=[help_lines])
 
 
 if __name__ == "__main__":

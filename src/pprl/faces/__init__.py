@@ -2,10 +2,10 @@
 
 - `align`: the canonical template, similarity transforms, aligned crops, feathered paste-back (numpy + Pillow);
 - `detect`: the face detector and landmark model (dlib HOG + dlib's 5-point shape predictor, optional extra);
-- `video`: reading and writing videos (PyAV, optional extra) and image sequences;
+- `media`: reading photos, reading and writing videos (PyAV, optional extra) and image sequences;
 - `track`: keeping one identity per face across a video's frames;
-- `pipeline`: `anonymize faces=detect` for photos and videos; `recognizer_attack`: the dlib face-recognizer
-  attacker for real-face datasets.
+- `pipeline`: `anonymize faces=detect` for photos and videos;
+- `outputs`: the output folder of a de-identification run (crops or photos alike: names, resume, errors.csv).
 
 Everything that needs the `faces` extra imports it through `require`, which fails with a one-line message
 naming the extra.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-from pprl.errors import RunError
+from pprl.runtime.errors import RunError
 
 EXTRA_HINT = 'pip install -e ".[faces]"'
 

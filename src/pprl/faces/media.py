@@ -1,6 +1,6 @@
 """Reading photos at full resolution, and reading / writing videos frame by frame (PyAV, the `faces` extra).
 
-Photos go through the same guards as `pprl.imageio.read_image` (empty, unreadable, not an image, truncated,
+Photos go through the same guards as `pprl.runtime.imageio.read_image` (empty, unreadable, not an image, truncated,
 too small, too large, EXIF orientation, any mode -> RGB) but keep their size. Videos are decoded with PyAV
 (which ships its own FFmpeg); a file that cannot be opened, holds no video stream or breaks off mid-stream
 raises `BadImage` with a one-line reason. `VideoWriter` writes frames at the input's size and frame rate,
@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pprl.imageio import MAX_PIXELS, MIN_SIDE, BadImage, _check_file, _one_line, atomic_path, to_rgb
+from pprl.runtime.imageio import MAX_PIXELS, MIN_SIDE, BadImage, _check_file, _one_line, atomic_path, to_rgb
 
 from . import require
 

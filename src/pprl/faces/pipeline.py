@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pprl import outputs
-from pprl.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
-from pprl.io import RunError, find_checkpoint, load_model, pick_device
+from . import outputs
+from pprl.runtime.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
+from pprl.runtime.errors import RunError
+from pprl.runtime.rundir import find_checkpoint, pick_device
+from pprl.model.load import load_model
 
 from .align import alignment, face_mask, paste_back, warp_crop
 from .media import CODECS, VideoWriter, is_video, probe, read_frames, read_photo
@@ -99,7 +101,7 @@ class FaceProtector:
 
     def protect(self, frame: np.ndarray, index: int, tracked) -> list[np.ndarray]:
         """One protected copy of `frame` per output code; tracked = [(track id, Face, followed), ...]."""
-        from pprl.data import images_to_tensor, tensor_to_images
+        from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 
         n_out = self.n_ids if self.tgt == "all" else 1
         if not tracked:
