@@ -140,20 +140,43 @@ def test_folder_with_good_and_bad_inputs(tiny_run, faces, tmp_path, monkeypatch)
         with Image.open(p) as im:
             assert im.size == (16, 16) and im.mode == "RGB"
     z = np.load(out / "features.npz", allow_pickle=False)
-    assert z["mu"].shape == (len(order), 8) and z["logvar"].shape == (len(order), 8)
+    assert z["f"].shape == (len(order), 8) and "mu" not in z.files and str(z["release"]).startswith("reencode")
     ok_rows = [order.index(n) for n in GOOD]
     assert z["ok"][ok_rows].all() and z["ok"].sum() == len(GOOD)
-    assert np.isfinite(z["mu"][ok_rows]).all() and np.isnan(z["mu"][~z["ok"]]).all()
+    assert np.isfinite(z["f"][ok_rows]).all() and np.isnan(z["f"][~z["ok"]]).all()
     assert (z["expression_pred"][ok_rows] >= 0).all() and (z["expression_pred"][~z["ok"]] == -1).all()
     assert len(z["expression_names"]) == 7
     assert not (out / anon.PARTS_DIR).exists() and not (out / "manifest.csv").exists()
-    # features are the released representation of the model on the same decoded input
-    from pprl.runtime.pixels import images_to_tensor
-    from pprl.model.load import load_model
+    # features are the run's released representation on the same decoded input, the images its protected images
+    from pprl.release import load_release
+    from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 
-    model = load_model(tiny_run)
-    mu = model.represent(images_to_tensor(read_image(faces / "a_rgb.png", 16)[None]), sample=False)  # released
-    np.testing.assert_allclose(z["mu"][order.index("a_rgb.png")], mu[0].detach().numpy(), atol=1e-5)
+    _, release = load_release(tiny_run)
+    x = images_to_tensor(read_image(faces / "a_rgb.png", 16)[None])
+    with torch.no_grad():
+        np.testing.assert_allclose(z["f"][order.index("a_rgb.png")], release.represent(x)[0].numpy(), atol=1e-5)
+        code = int(anon.target_codes([order.index("a_rgb.png")], "random", 3, 0)[0])
+        expected = tensor_to_images(release.protect(x, code))[0]
+    with Image.open(out / f"{order.index('a_rgb.png'):06d}.png") as im:  # (batch of 4 there, 1 here: last bits)
+        assert np.abs(np.asarray(im).astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_the_default_release_gives_the_same_bytes_for_the_same_input(tiny_run, tmp_path):
+    """A deterministic release (the default re-encodes mu): the same image twice, in other batches, other runs and
+    other output folders, gives the same protected PNG and the same features, so repeats tell nothing more."""
+    src = tmp_path / "in"
+    src.mkdir()
+    face = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    for name in ("a.png", "b.png", "c.png"):  # b is a copy of a, at another position of the batch
+        Image.fromarray(face if name != "c.png" else 255 - face).save(src / name)
+    runs = [anon.anonymize(tiny_run, src, tmp_path / f"out{k}", "ava", features=True, batch_size=k + 1,
+                           progress=False) for k in range(2)]
+    assert all(r.written == 3 for r in runs)
+    first, second = ((tmp_path / f"out{k}") for k in range(2))
+    png = {(d, n): (d / f"00000{n}.png").read_bytes() for d in (first, second) for n in range(3)}
+    assert png[first, 0] == png[first, 1] == png[second, 0] == png[second, 1] and png[first, 2] == png[second, 2]
+    f1, f2 = (np.load(d / "features.npz")["f"] for d in (first, second))
+    assert np.array_equal(f1[0], f1[1]) and np.array_equal(f1, f2)
 
 
 def test_no_metadata_in_outputs(tiny_run, faces, tmp_path):

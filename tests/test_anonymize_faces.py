@@ -91,7 +91,7 @@ def test_photos_and_video_are_protected_in_place(tiny_run, media, tmp_path):
 
 def test_h264_video_keeps_count_size_and_rate(tiny_run, media, tmp_path):
     out = tmp_path / "h264"
-    name = anon.load_model(tiny_run).identity_names[0]  # a fixed target
+    name = anon.load_release(tiny_run)[0].identity_names[0]  # a fixed target
     s = anon.anonymize(tiny_run, media / "c_clip.mkv", out, name, faces="detect", progress=False, detect=FAST)
     assert s.written == 1
     info = probe(out / "000000.mp4")
@@ -106,7 +106,7 @@ def test_cli_faces_detect_and_bad_settings(tiny_run, media, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "faces: 1 detected" in r.stdout and (out / "000000.png").is_file()
-    from pprl.runtime.rundir import RunError
+    from pprl.runtime.errors import RunError
 
     with pytest.raises(RunError, match="faces='box'"):
         anon.anonymize(tiny_run, media, tmp_path / "x", faces="box", progress=False)

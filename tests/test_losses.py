@@ -62,7 +62,7 @@ def test_term_weights_name_every_key_once():
     assert set(weights) == set(losses.TERM_WEIGHTS) and set(losses.LAMBDA_KEYS) == set(paper_lambdas())
     with pytest.raises(ValueError, match="missing weights \\['g5'\\]"):
         losses.term_weights({k: v for k, v in paper_lambdas().items() if k != "g5"})
-    with pytest.raises(ValueError, match="release_kl moved to model.release_kl"):
+    with pytest.raises(ValueError, match="release_kl moved to release.mask_kl"):
         losses.term_weights({**paper_lambdas(), "release_kl": 0.5})
     with pytest.raises(ValueError, match="no loss terms"):
         losses.weighted_total({}, weights)

@@ -16,8 +16,8 @@ from pprl.model.nets import Decoder, Discriminator, diff_augment, spectral_norma
 def test_paper_configuration_turns_every_addition_off():
     cfg = compose_config("train", ["model=paper", "lambda=paper", "loss=eq5"])
     m, lam = cfg.model, cfg["lambda"]
-    assert (m.upsample, m.spectral_norm, m.ema_decay, list(m.diff_augment), m.release_kl) == ("transposed", False,
-                                                                                            0.0, [], 0.0)
+    assert (m.upsample, m.spectral_norm, m.ema_decay, list(m.diff_augment)) == ("transposed", False, 0.0, [])
+    assert dict(cfg.release) == {"name": "paper", "kind": "draw"}  # the paper's release: a draw of q(f|I)
     assert m.lr_decay_from is None
     assert m.lr_d == cfg.train.lr == 2e-4 and m.width == 32 and m.latent_dim == 128 and m.init_std == 0.01
     assert {k: lam[k] for k in ("d5", "g5", "rec", "r1", "fm")} == dict.fromkeys(("d5", "g5", "rec", "r1", "fm"), 0.0)

@@ -1,66 +1,105 @@
-"""The released posterior (model.release_kl): uninformative latent dims are replaced by the prior at release."""
-
-from __future__ import annotations
+"""What leaves the model (`pprl.release`): one definition of the released representation and protected image,
+the presets of each model, the release a checkpoint ships with, and loading checkpoints of earlier versions."""
 
 import math
 
+import numpy as np
+import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import compose_train, tiny_model
 from pprl.model.load import load_model, upgrade_hparams
-from pprl.model.module import PPRLVGAN
+from pprl.release import PAPER_RELEASE, build_release, load_release, release_of, release_problems
+from pprl.runtime.errors import ConfigError
+
+REENCODE = {"name": "reencode", "kind": "reencode", "steps": 2, "mask_kl": 0.0}
 
 
-def small_model(release_kl: float) -> PPRLVGAN:
+@pytest.fixture(scope="module")
+def model():
     torch.manual_seed(0)
-    model = tiny_model(overrides=["model.latent_dim=6", f"model.release_kl={release_kl}"])
-    model.latent_kl.copy_(torch.tensor([1.2, 0.1, 0.7, 0.0, 0.49, 3.0]))
-    return model
+    return tiny_model(overrides=["model.latent_dim=6"]).eval()
 
 
-def test_release_replaces_dims_below_the_threshold_with_the_prior():
-    model = small_model(0.5)
-    x = torch.rand(5, 3, 16, 16) * 2 - 1
-    assert model.release_mask().tolist() == [True, False, True, False, False, True]
-    model.eval()
-    raw_mu, raw_logvar = model.encode(x)  # the whole posterior: what protected images are drawn from
-    assert torch.equal(raw_mu, model.encoder(x)[0])
-    mu, logvar = model.release(raw_mu, raw_logvar)
-    kept = torch.tensor([0, 2, 5])
-    dropped = torch.tensor([1, 3, 4])
-    assert torch.equal(mu[:, kept], raw_mu[:, kept]) and torch.equal(logvar[:, kept], raw_logvar[:, kept])
-    assert not mu[:, dropped].any() and not logvar[:, dropped].any()  # N(0, 1): mu 0, log sigma^2 0
-    assert torch.equal(model.represent(x, sample=False), mu)  # the released representation
-    model.train()  # training sees the whole posterior (the mask is learned from it)
-    mu_train = model.represent(x, sample=False)
-    assert mu_train[:, dropped].abs().sum() > 0
+def images(n: int = 5, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def test_release_off_keeps_every_dim_and_never_releases_nothing():
-    model = small_model(0.0).eval()
-    x = torch.rand(4, 3, 16, 16) * 2 - 1
-    assert model.release_mask().all()
-    assert torch.equal(model.represent(x, sample=False), model.encoder(x)[0])
-    strict = small_model(10.0)
-    assert strict.release_mask().tolist() == [False] * 5 + [True]  # the most informative dim stays
+@torch.no_grad()
+def test_reencode_is_the_mean_over_codes_of_the_reencoded_protected_images(model):
+    x = images()
+    f = model.encode(x)[0]
+    for _ in range(2):  # by hand: f <- mean over c of mu(Dec(f ⊕ c))
+        f = torch.stack([model.encode(model.decode_as(f, c))[0] for c in range(model.num_identities)]).mean(0)
+    release = build_release(model, REENCODE)
+    torch.testing.assert_close(release.represent(x), f, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(release.protect(x, 1), model.decode_as(f, 1), rtol=1e-5, atol=1e-6)
 
 
-def test_trained_run_tracks_per_dim_kl_and_releases_what_it_says(tiny_run):
-    model = load_model(tiny_run)
-    assert torch.isfinite(model.latent_kl).all() and (model.latent_kl >= 0).all()
-    threshold = model.hparams.release_kl
-    assert model.release_mask().sum() >= 1
-    assert torch.equal(model.release_mask() | (model.latent_kl == model.latent_kl.max()),
-                       (model.latent_kl >= threshold) | (model.latent_kl == model.latent_kl.max()))
+@torch.no_grad()
+def test_deterministic_releases_give_the_same_bytes_and_a_draw_does_not(model):
+    x = images()
+    for settings in (REENCODE, {"name": "mean", "kind": "mean", "mask_kl": 0.0}):
+        release = build_release(model, settings)
+        assert release.deterministic
+        g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+        assert torch.equal(release.represent(x, generator=g1), release.represent(x, generator=g2))
+        assert all(torch.equal(a, b) for a, b in zip(release.protect_all(x, g1), release.protect_all(x, g2)))
+    draw = build_release(model, PAPER_RELEASE)
+    assert not draw.deterministic
+    assert not torch.equal(draw.represent(x, generator=torch.Generator().manual_seed(1)),
+                           draw.represent(x, generator=torch.Generator().manual_seed(2)))
+    noise = torch.randn(5, 6)
+    mu, logvar = model.encode(x)
+    torch.testing.assert_close(draw.represent(x, noise=noise), mu + noise * (0.5 * logvar).exp())  # the caller's draw
+    codes = draw.codes(x, 3, torch.Generator().manual_seed(0))
+    assert codes.shape == (3, 5, 6) and not torch.equal(codes[0], codes[1])  # a fresh draw per output
 
 
-def test_checkpoint_without_latent_kl_releases_every_dim(tiny_run, tmp_path):
+@torch.no_grad()
+def test_mask_sets_the_uninformative_dims_to_the_prior_mean_in_the_representation_only(model):
+    model.latent_kl.copy_(torch.tensor([0.9, 0.1, 2.0, 0.2, 0.0, 0.6]))
+    try:
+        x = images()
+        masked = build_release(model, {"name": "m", "kind": "mean", "mask_kl": 0.5})
+        f, mu = masked.represent(x), model.encode(x)[0]
+        assert masked.keep().tolist() == [True, False, True, False, False, True]
+        assert torch.equal(f[:, [1, 3, 4]], torch.zeros(5, 3)) and torch.equal(f[:, [0, 2, 5]], mu[:, [0, 2, 5]])
+        assert torch.equal(masked.protect(x, 0), model.decode_as(mu, 0))  # the image decodes every dim
+        strict = build_release(model, {"name": "m", "kind": "mean", "mask_kl": 50.0})
+        assert strict.keep().tolist() == [False, False, True, False, False, False]  # never releases nothing
+    finally:
+        model.latent_kl.fill_(float("inf"))
+
+
+def test_release_blocks_are_checked_one_line_per_problem():
+    assert release_problems(REENCODE) == []
+    assert "allowed kinds are draw, mean, reencode" in release_problems({"kind": "median"})[0]
+    problems = release_problems({"kind": "reencode", "steps": 0, "mask_kl": -1, "depth": 3})
+    assert len(problems) == 3 and any("release.depth: unknown setting" in p for p in problems)
+    assert any("release.steps=0: must be an integer >= 1" in p for p in problems)
+    with pytest.raises(ConfigError, match="invalid release"):
+        build_release(None, {"kind": "draw", "steps": 3})
+
+
+def test_each_model_preset_names_its_release_and_the_command_line_wins(tmp_path):
+    assert compose_train(tmp_path).release.kind == "reencode"  # the default preset
+    paper = compose_train(tmp_path, ["model=paper", "lambda=paper", "loss=eq5"])
+    assert dict(paper.release) == PAPER_RELEASE  # the paper's configuration keeps the paper's release
+    assert compose_train(tmp_path, ["model=paper", "release=mean"]).release.kind == "mean"
+
+
+def test_a_trained_run_ships_its_release_in_the_checkpoint(tiny_run, tmp_path):
+    shipped = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["pprl"]
+    model, release = load_release(tiny_run)
+    assert shipped["release"] == model.release_settings == release.settings and release.kind == "reencode"
+    assert math.isfinite(float(model.latent_kl.sum()))  # the per-dim KL the mask reads was tracked
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    del ckpt["state_dict"]["latent_kl"]
+    del ckpt["pprl"]["release"], ckpt["state_dict"]["latent_kl"]
     torch.save(ckpt, tmp_path / "old.ckpt")
-    model = load_model(tmp_path / "old.ckpt")
-    assert model.release_mask().all() and math.isinf(float(model.latent_kl[0]))
-
+    old = load_model(tmp_path / "old.ckpt")  # written before releases were configurable: the paper's
+    assert release_of(old).settings == PAPER_RELEASE and math.isinf(float(old.latent_kl[0]))
+    assert build_release(old, {"name": "m", "kind": "mean", "mask_kl": 0.5}).keep().all()  # no statistics: no mask
 
 
 def test_checkpoint_of_the_earlier_layout_loads(tiny_run, tmp_path):
@@ -69,15 +108,16 @@ def test_checkpoint_of_the_earlier_layout_loads(tiny_run, tmp_path):
     ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     hp = dict(ckpt["hyper_parameters"])
     loss, lambdas = hp.pop("loss"), dict(hp.pop("lambdas"))
-    old = {**{k: v for k, v in hp.items() if k not in ("release_kl", "latent_adversary_hidden")},
-           "lambdas": {**{k: v for k, v in lambdas.items() if k != "d5"}, "release_kl": hp["release_kl"]},
+    old = {**{k: v for k, v in hp.items() if k != "latent_adversary_hidden"},
+           "lambdas": {**{k: v for k, v in lambdas.items() if k != "d5"}, "release_kl": 0.5},
            "generator_loss": loss["generator"], "d1_fake_weight": loss["d1_fake_weight"],
            "label_smoothing": loss["label_smoothing"]}
-    assert upgrade_hparams(old)["lambdas"] == lambdas
+    assert upgrade_hparams(old)["lambdas"] == lambdas and "release_kl" not in upgrade_hparams(old)
     assert upgrade_hparams(old)["loss"] == {**loss, "r1_interval": 1}  # earlier versions penalised every D step
     ckpt["hyper_parameters"] = old
     torch.save(ckpt, tmp_path / "old_layout.ckpt")
     model, today = load_model(tmp_path / "old_layout.ckpt"), load_model(tiny_run)
-    x = torch.rand(3, 3, 16, 16) * 2 - 1
-    assert model.hparams.release_kl == today.hparams.release_kl and model.term_weights == today.term_weights
-    assert torch.equal(model.represent(x, sample=False), today.represent(x, sample=False))
+    x = images(3)
+    assert model.term_weights == today.term_weights
+    with torch.no_grad():
+        assert np.array_equal(release_of(model).represent(x).numpy(), release_of(today).represent(x).numpy())

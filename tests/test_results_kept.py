@@ -99,7 +99,7 @@ def test_evaluating_some_scenarios_keeps_the_rest(tiny_run, tmp_path):
     (results / "table2.json").write_text(json.dumps(earlier))  # written by an earlier pprl: no time, no history
     first = evaluate_run(run, cfg=_cfg(run, ["attack_III"]))
     assert first["attack_II"] == earlier["attack_II"]  # kept as it was
-    assert {"attack_III", "attack_III_mu", "random_guess"} <= set(first)
+    assert {"attack_III", "attack_III_sampled", "random_guess"} <= set(first)
     second = evaluate_run(run, cfg=_cfg(run, ["attack_I"]))
     assert second["attack_II"] == earlier["attack_II"] and second["attack_III"] == first["attack_III"]
     assert second["attack_I"]["settings"]["scenarios"] == ["attack_I"]

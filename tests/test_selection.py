@@ -132,25 +132,7 @@ def test_report_says_when_it_selects_on_test(tmp_path):
     assert "Selected on the test split" in write_report(root)["md"].read_text()
 
 
-# ---------------------------------------------------------------- attack III: chosen on validation
-def _variant(name, val_acc, test_hits):
-    target = np.zeros(10, np.int64)
-    pred = np.where(np.arange(10) < test_hits, 0, 1)
-    task = TaskResult(target, ["a", "b"], pred, {"val_acc": val_acc})
-    return ScenarioResult(f"attack_III_{name}", task, task, extras={"variant": name})
-
-
-def test_attack_III_row_is_chosen_on_validation_not_test():
-    from pprl.attacks.paper import choose_variant
-
-    results = {"mu": _variant("mu", 0.4, 9), "sampled": _variant("sampled", 0.8, 2),
-               "mu_unmasked": _variant("mu_unmasked", 1.0, 10)}
-    assert choose_variant(results) == ("sampled", "validation identification accuracy")  # not mu (test 90 %)
-    no_val = {k: _variant(k, None, 5) for k in ("sampled", "mu")}
-    assert choose_variant(no_val)[0] == "sampled" and "no validation slice" in choose_variant(no_val)[1]
-    assert choose_variant({"mu_unmasked": results["mu_unmasked"]})[0] == "mu_unmasked"
-
-
+# ---------------------------------------------------------------- attack III strong: chosen on validation
 def test_attack_III_strong_picks_each_column_on_validation():
     from pprl.attacks.strong import best_on_validation
 
@@ -158,16 +140,21 @@ def test_attack_III_strong_picks_each_column_on_validation():
     assert best_on_validation(["mlp", "knn"], {"mlp": None, "knn": 0.9}) == "mlp"
 
 
-def test_unmasked_mu_is_every_dim(tiny_run):
+def test_insider_view_is_the_encoders_whole_mean(tiny_run):
     import torch
 
+    from pprl.attacks.protect import latent_features
+    from pprl.datasets import FaceSet
     from pprl.model.load import load_model
 
     model = load_model(tiny_run)
-    model.hparams.release_kl = 1e9  # release only the most informative dim
-    x = torch.rand(4, 3, 16, 16) * 2 - 1
-    released, unmasked = model.represent(x, sample=False), model.represent(x, sample=False, released=False)
-    assert torch.equal(unmasked, model.encode(x)[0]) and (released == 0).sum() > (unmasked == 0).sum()
+    images = (torch.rand(4, 16, 16, 3) * 255).to(torch.uint8).numpy()
+    faces = FaceSet(images, np.zeros(4, np.int64), np.zeros(4, np.int64))
+    insider = latent_features(model, faces, "mu_unmasked")
+    released = latent_features(model, faces, "release")  # the default release re-encodes: not the mean
+    with torch.no_grad():
+        assert np.array_equal(insider, model.encode(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1)[0].numpy())
+    assert not np.allclose(insider, released)
 
 
 # ---------------------------------------------------------------- progress

@@ -270,7 +270,7 @@ def test_strong_rows_in_json_and_markdown(blind_run, tmp_path):
     assert 1000 <= link["n_same"] == link["n_different"] <= 2000 and link["n"] == 2 * link["n_same"]
     assert "identification" not in link and link["features_from"] == "attack_II"
     s3 = on_disk["attack_III_strong"]
-    assert set(s3["attackers"]) == {"mlp", "logreg", "knn"} and s3["variant"] == "mu"
+    assert set(s3["attackers"]) == {"mlp", "logreg", "knn"} and s3["variant"] == "release"
     val = {name: a["fit"]["identification"]["val_acc"] for name, a in s3["attackers"].items()}
     chosen = max(["mlp", "logreg", "knn"], key=lambda name: val[name])  # on validation, the first listed on ties
     assert s3["best"]["identification"] == chosen and s3["chosen_by"] == "validation accuracy"

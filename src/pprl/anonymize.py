@@ -2,16 +2,17 @@
 
     python -m pprl.anonymize run_dir=<run dir | checkpoint> input=<file | folder | glob> output=<folder>
         target=random|all|<identity name> [keep_names=false] [manifest=false] [features=false]
-        [sample=false] [batch_size=64] [seed=0] [device=auto]
+        [batch_size=64] [seed=0] [device=auto]
 
 Each input image I is read by `pprl.runtime.imageio.read_image` (any mode/size, resized to the model's size) and
-replaced by G(I, c) = Dec(f(I) ⊕ c) with target identity c: one PNG per image (`target=random`: c drawn
-per image from a generator seeded by (seed, image index), so the draw does not depend on batch size or on
-resuming; `target=<name>`: that identity; `target=all`: one PNG per identity). f(I) is the encoder's mean
-μ (deterministic); `sample=true` uses a draw μ + σ·ε with ε seeded per image. `features=true` also writes
-`features.npz`: row i = output index i, arrays `mu`, `logvar` (f(I)'s released Gaussian: with
-`lambda.release_kl` > 0 the uninformative dims hold the prior, mu 0 / logvar 0), `expression_pred` (D3's
-argmax on I, -1 for skipped inputs), `ok`, `index`, `expression_names` — the identity-free representation.
+replaced by its protected image G(I, c) = Dec(f ⊕ c) with target identity c, as the run's release makes it
+(`pprl.release`: the release its Table 2 measured; the default re-encodes mu(I) and is deterministic, the paper's
+draws f from q(f|I) with noise seeded by (seed, image index)): one PNG per image (`target=random`: c drawn per
+image from a generator seeded by (seed, image index), so neither draw depends on batch size or on resuming;
+`target=<name>`: that identity; `target=all`: one PNG per identity). `features=true` also writes `features.npz`:
+row i = output index i, arrays `f` (N, d): the released representation f(I), the code the protected images were
+decoded from (masked as the release says), `expression_pred` (D3's argmax on I, -1 for skipped inputs), `ok`,
+`index`, `expression_names`, `release` (which release wrote it).
 
 Output folder: `000000.png, 000001.png, ...` (or `000000_<target>.png` for target=all; the original stem
 with keep_names=true); `errors.csv` (index, input, reason: one line per skipped input, rewritten each
@@ -21,7 +22,7 @@ Inputs are only ever opened for reading.
 Streaming and resume: only the file *names* are listed and sorted (natural order) up front; images are
 decoded, processed and written one batch at a time. Index i is the position of the input in that sorted
 list, so names are deterministic. `.pprl_anonymize.json` fingerprints the run (checkpoint sha256, the
-sorted input paths and sizes, target, seed, sample, keep_names): a rerun into the same folder must match
+sorted input paths and sizes, target, seed, the release, keep_names): a rerun into the same folder must match
 it (else a clear error: use a new folder), and then skips every index whose output file(s) already exist
 (and, with features=true, whose features are stored). Every file is written atomically (hidden temp file
 + `os.replace`), so an existing output is always complete; temp files of a killed run are removed on the
@@ -50,7 +51,7 @@ from pprl.runtime.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, atomic_path, e
                           remove_stale_temps, write_png)
 from pprl.runtime.errors import RunError
 from pprl.runtime.rundir import find_checkpoint, pick_device
-from pprl.model.load import load_model
+from pprl.release import load_release
 from pprl.faces.outputs import (Summary, check_state, inputs_digest, list_inputs, output_names, per_image_rng,
                           resolve_target, sha256_file, target_codes, write_errors)
 
@@ -71,8 +72,8 @@ def _load_feature_rows(out: Path) -> dict[int, tuple]:
     for src in sources:
         with np.load(src, allow_pickle=False) as z:
             keep = z["ok"] if "ok" in z.files else np.ones(len(z["index"]), bool)
-            for i, m, lv, e in zip(z["index"][keep], z["mu"][keep], z["logvar"][keep], z["expression_pred"][keep]):
-                rows[int(i)] = (m, lv, int(e))
+            for i, f, e in zip(z["index"][keep], z["f"][keep], z["expression_pred"][keep]):
+                rows[int(i)] = (f, int(e))
     return rows
 
 
@@ -82,21 +83,24 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 # ----------------------------------------------------------------------------- the run
-def protect(model, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int, sample: bool):
-    """(mu, logvar, [uint8 images per target code]) for a batch: G(I, c) = Dec(f(I) ⊕ c), f(I) = mu or a draw
-    of the whole posterior; the returned (mu, logvar) are the released posterior (`PPRLVGAN.release`)."""
+def protect(release, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int):
+    """(f, [uint8 images per target code]) for a batch, as the run's release makes them (`pprl.release`): the
+    released representation f(I) and G(I, c) = Dec(f ⊕ c), both from one code per image; a random release (the
+    paper's draw) draws it with noise seeded per image, so an output does not depend on batching or resuming."""
     from pprl.runtime.pixels import tensor_to_images
 
-    mu, logvar = model.encode(x)
-    f = mu
-    if sample:  # f ~ N(mu, sigma^2), the noise seeded per image
-        eps = np.stack([per_image_rng(seed, i, 1).standard_normal(mu.shape[1], np.float32) for i in idx])
-        f = model.reparameterize(mu, logvar, noise=torch.from_numpy(eps).to(x.device))
+    noise = None
+    if not release.deterministic:
+        dim = int(release.model.hparams.latent_dim)
+        eps = np.stack([per_image_rng(seed, i, 1).standard_normal(dim, np.float32) for i in idx])
+        noise = torch.from_numpy(eps).to(x.device)
+    f = release.code(x, noise=noise)
+    n = release.num_identities
     if target == "all":
-        images = [model.decode_as(f, k) for k in range(model.num_identities)]
+        images = [release.decode(f, k) for k in range(n)]
     else:
-        images = [model.decode(f, torch.from_numpy(target_codes(idx, target, model.num_identities, seed)).to(x.device))]
-    return (*model.release(mu, logvar), [tensor_to_images(im) for im in images])
+        images = [release.decode(f, torch.from_numpy(target_codes(idx, target, n, seed)).to(x.device))]
+    return release.released(f), [tensor_to_images(im) for im in images]
 
 
 def _batches(items: Sequence[int], size: int):
@@ -107,7 +111,7 @@ def _batches(items: Sequence[int], size: int):
 @torch.inference_mode()
 def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str | os.PathLike,
               target: str = "random", *, keep_names: bool = False, manifest: bool = False,
-              features: bool = False, sample: bool = False, batch_size: int = 64, seed: int = 0,
+              features: bool = False, batch_size: int = 64, seed: int = 0,
               device: str = "auto", num_workers: int = 2, min_side: int = MIN_SIDE,
               max_pixels: int = MAX_PIXELS, progress: bool = True, faces: str = "crop", detect=None) -> Summary:
     """Write the protected image(s) of every input into `output` (see the module docstring); returns a Summary.
@@ -119,7 +123,7 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     if str(faces) == "detect":
         from pprl.faces.pipeline import anonymize_detect
 
-        return anonymize_detect(run_dir, input, output, target, keep_names=keep_names, sample=sample, seed=seed,
+        return anonymize_detect(run_dir, input, output, target, keep_names=keep_names, seed=seed,
                                 device=device, min_side=min_side, max_pixels=max_pixels, progress=progress,
                                 detect=detect, features=features, manifest=manifest)
     if str(faces) != "crop":
@@ -132,7 +136,7 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     ensure_strict_decoding()
     dev = pick_device(device)
     ckpt = find_checkpoint(run_dir)
-    model = load_model(ckpt, map_location=dev)
+    model, release = load_release(ckpt, map_location=dev)
     names, size = list(model.identity_names), int(model.hparams.image_size)
     tgt = resolve_target(target, names)  # fail fast, before any input is touched
     out = Path(output).expanduser()
@@ -142,8 +146,8 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     check_state(out, {"version": 1, "checkpoint_sha256": sha256_file(ckpt), "inputs_sha256": inputs_digest(files),
-                      "num_inputs": len(files), "target": str(target), "seed": int(seed), "sample": bool(sample),
-                      "keep_names": bool(keep_names)})
+                      "num_inputs": len(files), "target": str(target), "seed": int(seed),
+                      "release": release.settings, "keep_names": bool(keep_names)})
 
     outs = output_names(files, tgt, names, keep_names)
     with os.scandir(out) as it:
@@ -177,20 +181,19 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
             if ok:
                 idx = [i for i, _ in ok]
                 x = images_to_tensor(np.stack([a for _, a in ok])).to(dev)
-                mu, logvar, protected = protect(model, x, idx, tgt, seed, sample)
+                f, protected = protect(release, x, idx, tgt, seed)
                 jobs = [(imgs[j], out / outs[i][k]) for k, imgs in enumerate(protected) for j, i in enumerate(idx)]
                 list(pool.map(lambda job: write_png(*job), jobs))
                 if features:
                     expr = model.discriminator(x)[2].argmax(1)  # D3 on the input image
                     (out / PARTS_DIR).mkdir(exist_ok=True)
                     _save_npz(out / PARTS_DIR / f"part_{idx[0]:09d}_{len(idx)}.npz", index=np.array(idx),
-                              mu=mu.float().cpu().numpy(), logvar=logvar.float().cpu().numpy(),
-                              expression_pred=expr.cpu().numpy())
+                              f=f.float().cpu().numpy(), expression_pred=expr.cpu().numpy())
                 summary.written += len(idx)
             bar.update(len(batch))
         summary.seconds = time.perf_counter() - t0
         if features:
-            _finish_features(out, len(files), model, _load_feature_rows(out))
+            _finish_features(out, len(files), release, _load_feature_rows(out))
         if manifest:
             _write_manifest(out, files, outs, tgt, names, seed)
         summary.completed = True
@@ -202,18 +205,18 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     return summary
 
 
-def _finish_features(out: Path, n: int, model, rows: dict[int, tuple]) -> None:
+def _finish_features(out: Path, n: int, release, rows: dict[int, tuple]) -> None:
     """Merge stored per-batch features into `features.npz` (row i = output index i), then drop the parts."""
-    latent = int(model.hparams.latent_dim)
-    mu = np.full((n, latent), np.nan, np.float32)
-    logvar = np.full((n, latent), np.nan, np.float32)
+    model = release.model
+    f = np.full((n, int(model.hparams.latent_dim)), np.nan, np.float32)
     expr = np.full(n, -1, np.int64)
     ok = np.zeros(n, bool)
-    for i, (m, lv, e) in rows.items():
+    for i, (row, e) in rows.items():
         if 0 <= i < n:
-            mu[i], logvar[i], expr[i], ok[i] = m, lv, e, True
-    _save_npz(out / FEATURES_NAME, index=np.arange(n), ok=ok, mu=mu, logvar=logvar, expression_pred=expr,
-              expression_names=np.array(list(model.expression_names), dtype=str))
+            f[i], expr[i], ok[i] = row, e, True
+    _save_npz(out / FEATURES_NAME, index=np.arange(n), ok=ok, f=f, expression_pred=expr,
+              expression_names=np.array(list(model.expression_names), dtype=str),
+              release=np.array(release.describe()))
     shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
 
 
@@ -235,7 +238,7 @@ def _cli(cfg) -> int:
     from pprl.runtime.cli import print_written
 
     summary = anonymize(cfg.run_dir, cfg.input, cfg.output, cfg.target, keep_names=bool(cfg.keep_names),
-                        manifest=bool(cfg.manifest), features=bool(cfg.features), sample=bool(cfg.sample),
+                        manifest=bool(cfg.manifest), features=bool(cfg.features),
                         batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
                         num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
                         max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress),

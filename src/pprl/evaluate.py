@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pprl.attacks import config_problems, help_lines
-from pprl.attacks.evaluation import evaluate_run
+from pprl.attacks.evaluation import evaluate_run, results_dir
 from pprl.runtime.errors import ConfigError, RunError
 
 
@@ -26,7 +26,8 @@ def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[st
     picked = any(o.lstrip("+~").split("=", 1)[0] == "attack" for o in overrides)
     if picked or run_cfg.get("attack") is None:
         return cli_cfg.attack
-    settings = OmegaConf.merge(cli_cfg.attack, run_cfg.attack)
+    # today's defaults under the run's own settings; keys an earlier pprl wrote (e.g. `sample`) are kept, unread
+    settings = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(cli_cfg.attack)), run_cfg.attack)
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if key.startswith("attack.") and not override.startswith("~"):
@@ -57,9 +58,11 @@ def _cli(cfg: DictConfig) -> int:
     with open_dict(run_cfg):
         run_cfg.run_dir = str(run_dir)
         run_cfg.attack = settings
-    evaluate_run(run_dir, cfg=run_cfg, device=cfg.device)
-    print((run_dir / "results" / "table2.md").read_text())
-    print_written("results", run_dir / "results")
+    release = OmegaConf.to_container(cfg.release) if cfg.get("release") else None
+    evaluate_run(run_dir, cfg=run_cfg, device=cfg.device, release=release)
+    results = results_dir(run_dir, release)
+    print((results / "table2.md").read_text())
+    print_written("results", results)
     return 0
 
 

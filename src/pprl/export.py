@@ -1,18 +1,23 @@
-"""`python -m pprl.export run_dir=... format=onnx|torchscript [output=...]`: deployable encoder and generator.
+"""`python -m pprl.export run_dir=... format=onnx|torchscript [output=...]`: the run's release as deployable graphs.
 
-Two graphs, both with a dynamic batch dimension, written to `<run_dir>/export/` (or `output=`):
+Two graphs of what leaves the model (`pprl.release`: the release its Table 2 measured), both with a dynamic
+batch dimension, written to `<run_dir>/export/` (or `output=`):
 
-- encoder   `image` float32 (B, 3, S, S) in [-1, 1]  ->  `mu`, `logvar` float32 (B, latent_dim):
-  the Gaussian q(f(I) | I) whose mean is the identity-free representation f(I) (paper §4).
+- encoder   `image` float32 (B, 3, S, S) in [-1, 1]  ->  `f` float32 (B, latent_dim): the released
+  representation f(I);
 - generator `image` float32 (B, 3, S, S) in [-1, 1], `identity` int64 (B,) target index c in [0, N_id)
-  ->  `protected` float32 (B, 3, S, S) in [-1, 1]: G(I, c) = Dec(mu ⊕ onehot(c)) (paper eq. 6 with f(I) = mu,
-  deterministic). An index outside [0, N_id) gives an all-zero code (no error inside the graph).
+  ->  `protected` float32 (B, 3, S, S) in [-1, 1]: the protected image G(I, c) = Dec(f ⊕ c). An index outside
+  [0, N_id) gives an all-zero code (no error inside the graph).
+
+A random release (the paper's draw) takes one more input in both graphs, `noise` float32 (B, latent_dim),
+standard normal: f = mu + noise * sigma, the caller's draw. A deterministic release (the default) has none: the same
+image gives the same output.
 
 Images are NCHW RGB scaled as `x / 127.5 - 1` (`pprl.runtime.pixels.images_to_tensor`). `meta.json` records the
-size, identity and expression names and these conventions. Files: `encoder.onnx`/`generator.onnx`
+size, identity and expression names, the release and these conventions. Files: `encoder.onnx`/`generator.onnx`
 (legacy TorchScript-based ONNX exporter, opset 17: needs only the `onnx` package, not `onnxscript`) or
 `encoder.pt`/`generator.pt` (`torch.jit.load`). After exporting, the outputs are compared with the PyTorch
-model at two batch sizes (ONNX only when `onnxruntime` is installed: `pip install pprl[export]`).
+release at two batch sizes (ONNX only when `onnxruntime` is installed: `pip install pprl[export]`).
 """
 
 from __future__ import annotations
@@ -28,45 +33,49 @@ from torch import nn
 from pprl.runtime.imageio import atomic_path
 from pprl.runtime.errors import RunError
 from pprl.runtime.rundir import run_dir_of
-from pprl.model.load import load_model
+from pprl.release import load_release
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 class EncoderExport(nn.Module):
-    """image -> (mu, logvar) of the released posterior (`PPRLVGAN.release`)."""
+    """image [, noise] -> f, the released representation (`Release.represent`)."""
 
-    def __init__(self, model):
+    def __init__(self, release):
         super().__init__()
-        self.encoder = model.eval().generator_nets()[0]  # the averaged weights when model.ema_decay > 0
-        # 1 on the dims the model releases (`PPRLVGAN.release_mask`), 0 where the prior replaces q(f|I)
-        self.register_buffer("keep", model.release_mask().float().cpu(), persistent=False)
+        self.release = release
+        # the networks the release runs (the averaged weights when model.ema_decay > 0), registered so that the
+        # graph holds them as its weights
+        self.encoder, self.decoder = release.model.eval().generator_nets()
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(image)
-        return mu * self.keep, logvar * self.keep
+    def forward(self, image: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.release.represent(image, noise=noise)
 
 
 class GeneratorExport(nn.Module):
-    """(image, identity index) -> protected image Dec(mu ⊕ onehot(c))."""
+    """(image, identity index [, noise]) -> the protected image G(I, c) (`Release.protect`)."""
 
-    def __init__(self, model):
+    def __init__(self, release):
         super().__init__()
-        self.encoder, self.decoder = model.eval().generator_nets()  # the averaged weights when model.ema_decay > 0
-        self.register_buffer("codes", torch.arange(model.num_identities, dtype=torch.long), persistent=False)
+        self.release = release
+        self.encoder, self.decoder = release.model.eval().generator_nets()  # the graph's weights
+        self.register_buffer("codes", torch.arange(release.num_identities, dtype=torch.long), persistent=False)
 
-    def forward(self, image: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.encoder(image)
-        onehot = (identity.unsqueeze(1) == self.codes.unsqueeze(0)).to(mu.dtype)  # exports as Equal + Cast
-        return self.decoder(mu, onehot)
+    def forward(self, image: torch.Tensor, identity: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        onehot = (identity.unsqueeze(1) == self.codes.unsqueeze(0)).to(image.dtype)  # exports as Equal + Cast
+        return self.release.protect(image, onehot, noise=noise)
 
 
-def example_inputs(model, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(release, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """{"image", "identity"[, "noise"]}: random inputs of the graphs' shapes (noise for a random release)."""
+    model = release.model
     g = torch.Generator().manual_seed(seed)
     s = int(model.hparams.image_size)
-    image = torch.rand(batch, 3, s, s, generator=g) * 2 - 1
-    identity = torch.randint(0, model.num_identities, (batch,), generator=g)
-    return image, identity
+    inputs = {"image": torch.rand(batch, 3, s, s, generator=g) * 2 - 1,
+              "identity": torch.randint(0, model.num_identities, (batch,), generator=g)}
+    if not release.deterministic:
+        inputs["noise"] = torch.randn(batch, int(model.hparams.latent_dim), generator=g)
+    return inputs
 
 
 def _export_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
@@ -87,28 +96,33 @@ def _export_torchscript(module: nn.Module, args: tuple, path: Path) -> None:
 
 def export(run_dir: str | Path, format: str = "onnx", output: str | Path | None = None,
            opset: int = 17) -> dict[str, Path]:
-    """Export the encoder and generator of a run (dir or checkpoint); returns {"encoder": path, "generator": path}."""
+    """Export the run's release (a run dir or checkpoint) as the encoder and generator graphs; returns
+    {"encoder": path, "generator": path}."""
     if format not in FORMATS:
         raise RunError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
-    model = load_model(run_dir, map_location="cpu")
+    model, release = load_release(run_dir, map_location="cpu")
     out = Path(output).expanduser() if output else run_dir_of(run_dir) / "export"
     out.mkdir(parents=True, exist_ok=True)
-    image, identity = example_inputs(model)
+    example = example_inputs(release)
+    noise = ["noise"] if "noise" in example else []
+    graphs = {"encoder": (EncoderExport(release).eval(), ["image", *noise], ["f"]),
+              "generator": (GeneratorExport(release).eval(), ["image", "identity", *noise], ["protected"])}
     ext = FORMATS[format]
-    paths = {"encoder": out / f"encoder{ext}", "generator": out / f"generator{ext}"}
-    enc, gen = EncoderExport(model).eval(), GeneratorExport(model).eval()
+    paths = {name: out / f"{name}{ext}" for name in graphs}
     with torch.no_grad():
-        if format == "onnx":
-            _export_onnx(enc, (image,), paths["encoder"], ["image"], ["mu", "logvar"], opset)
-            _export_onnx(gen, (image, identity), paths["generator"], ["image", "identity"], ["protected"], opset)
-        else:
-            _export_torchscript(enc, (image,), paths["encoder"])
-            _export_torchscript(gen, (image, identity), paths["generator"])
+        for name, (module, inputs, outputs) in graphs.items():
+            args = tuple(example[k] for k in inputs)
+            if format == "onnx":
+                _export_onnx(module, args, paths[name], inputs, outputs, opset)
+            else:
+                _export_torchscript(module, args, paths[name])
     meta = {"image_size": int(model.hparams.image_size), "latent_dim": int(model.hparams.latent_dim),
             "image": "float32 NCHW RGB in [-1, 1] (x / 127.5 - 1)", "batch": "dynamic",
-            "encoder": {"inputs": ["image"], "outputs": ["mu", "logvar"]},
-            "generator": {"inputs": ["image", "identity (int64 index, shape (B,))"], "outputs": ["protected"],
-                          "f(I)": "mu (deterministic)"},
+            "release": release.describe(), "deterministic": release.deterministic,
+            "encoder": {"inputs": graphs["encoder"][1], "outputs": ["f (the released representation)"]},
+            "generator": {"inputs": ["image", "identity (int64 index, shape (B,))", *noise],
+                          "outputs": ["protected (G(I, c))"]},
+            **({"noise": "float32 (B, latent_dim), standard normal: the draw of a random release"} if noise else {}),
             "identity_names": list(model.identity_names), "expression_names": list(model.expression_names)}
     with atomic_path(out / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -137,15 +151,16 @@ def load_exported(path: str | Path):
 
 @torch.no_grad()
 def check_export(run_dir: str | Path, paths: dict[str, Path], batch_sizes=(1, 5)) -> float:
-    """Max abs difference between the exported graphs and the PyTorch model over two batch sizes."""
-    model = load_model(run_dir, map_location="cpu")
+    """Max abs difference between the exported graphs and the PyTorch release over two batch sizes."""
+    _, release = load_release(run_dir, map_location="cpu")
     enc, gen = load_exported(paths["encoder"]), load_exported(paths["generator"])
     worst = 0.0
     for b in batch_sizes:
-        image, identity = example_inputs(model, b, seed=b)
-        mu, logvar = model.encode(image)
-        ref = [*model.release(mu, logvar), model.decode(mu, identity)]
-        got = enc(image.numpy()) + gen(image.numpy(), identity.numpy())
+        ex = example_inputs(release, b, seed=b)
+        noise = ex.get("noise")
+        extra = [noise.numpy()] if noise is not None else []
+        ref = [release.represent(ex["image"], noise=noise), release.protect(ex["image"], ex["identity"], noise=noise)]
+        got = enc(ex["image"].numpy(), *extra) + gen(ex["image"].numpy(), ex["identity"].numpy(), *extra)
         for r, g in zip(ref, got):
             if tuple(g.shape) != tuple(r.shape):
                 raise RunError(f"exported output has shape {g.shape}, PyTorch {tuple(r.shape)} (batch {b})")

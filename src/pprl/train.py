@@ -28,13 +28,17 @@ log = logging.getLogger("pprl.train")
 
 def build_model(cfg: DictConfig, splits, device: torch.device | None = None) -> pl.LightningModule:
     """The LightningModule of `cfg.model` (conf/model/*.yaml names the class and its settings) for the data's
-    label sets; its `auto` speed switches resolved for `device` (default: the device `cfg.trainer` trains on)."""
+    label sets; its `auto` speed switches resolved for `device` (default: the device `cfg.trainer` trains on). It
+    carries the run's `release` block into its checkpoint (what `pprl.release` hands out for it)."""
     from pprl.runtime.speed import model_switches, run_device
 
     switches = model_switches(cfg.model, device if device is not None else run_device(cfg.trainer))
-    return hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities,
-                                   num_expressions=splits.num_expressions, identity_names=list(splits.identities),
-                                   expression_names=list(splits.expressions), _convert_="all", **switches)
+    model = hydra.utils.instantiate(cfg.model, num_identities=splits.num_identities,
+                                    num_expressions=splits.num_expressions, identity_names=list(splits.identities),
+                                    expression_names=list(splits.expressions), _convert_="all", **switches)
+    if cfg.get("release") is not None:
+        model.release_settings = OmegaConf.to_container(cfg.release, resolve=True)
+    return model
 
 
 def _job_overrides() -> tuple[str | None, str | None]:
@@ -146,10 +150,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     from pprl.attacks import config_problems
     from pprl.datasets import dataset_problems
     from pprl.model.checks import config_problems as model_problems
+    from pprl.release import release_problems
     from pprl.runtime.speed import setting_problems
 
-    problems = (model_problems(cfg) + dataset_problems(cfg.dataset) + setting_problems(cfg)
-                + config_problems(cfg.get("attack")))
+    problems = (model_problems(cfg) + release_problems(cfg.get("release")) + dataset_problems(cfg.dataset)
+                + setting_problems(cfg) + config_problems(cfg.get("attack")))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -364,11 +369,12 @@ def resume_run_dir(argv: list[str]) -> list[str]:
 def main() -> None:
     import sys
 
-    from pprl import attacks, datasets  # attacks also stores the suites `attack=all|strong` the config composes
+    from pprl import attacks, datasets, release  # attacks also stores the suites `attack=all|strong` the config uses
     from pprl.runtime.cli import run_hydra
 
     sys.argv = [sys.argv[0], *resume_run_dir(sys.argv[1:])]
-    run_hydra("train", run_job, check=check_before_start, help_sections=[attacks.help_lines, datasets.help_lines])
+    run_hydra("train", run_job, check=check_before_start,
+              help_sections=[release.help_lines, attacks.help_lines, datasets.help_lines])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pprl.runtime.errors import ConfigError
 from pprl.runtime.errors import RunError
 from pprl.runtime.rundir import find_checkpoint, load_run_config, pick_device
 from pprl.model.load import load_model
+from pprl.release import release_of
 
 if TYPE_CHECKING:
     from pprl.attacks.judges import ReferenceClassifiers
@@ -43,6 +44,11 @@ class Context:
     left_out: list[tuple[int, int]]  # the run's `dataset.leave_out` pairs (identity, expression) indices
     device: torch.device
     _refs: "ReferenceClassifiers | None" = field(default=None, repr=False)
+
+    @property
+    def release(self):
+        """What the run hands out (`pprl.release`): the protected images of `task.latent=release`."""
+        return release_of(self.model)
 
     @property
     def seed(self) -> int:
@@ -151,14 +157,22 @@ def load_context(cfg: DictConfig) -> Context:
 # ----------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
 def latents(ctx: Context, images: np.ndarray, salt: str) -> torch.Tensor:
-    """f(I) for uint8 images: the mean mu (`task.latent=mean`, default) or a seeded draw from q(f|I)."""
+    """The code f the decoder draws G(I, c) from, for uint8 images: the run's release (`task.latent=release`: the
+    protected images the run hands out, `pprl.release`), the encoder's mean mu (`mean`) or a seeded draw of
+    q(f|I) (`sample`)."""
     mode = str(ctx.task.get("latent", "mean"))
-    if mode not in ("mean", "sample"):
-        raise ConfigError(f"task.latent={mode!r}: allowed values are mean, sample")
+    if mode not in ("release", "mean", "sample"):
+        raise ConfigError(f"task.latent={mode!r}: allowed values are release, mean, sample")
     gen = ctx.generator(f"latent/{salt}")
+    release = ctx.release
     out = []
     for start in range(0, len(images), ctx.batch_size):
         x = images_to_tensor(images[start:start + ctx.batch_size]).to(ctx.device)
+        if mode == "release":
+            noise = None if release.deterministic else torch.randn(
+                x.shape[0], int(ctx.model.hparams.latent_dim), generator=gen).to(ctx.device)
+            out.append(release.code(x, noise=noise))
+            continue
         mu, logvar = ctx.model.encode(x)
         if mode == "sample":
             noise = torch.randn(mu.shape, generator=gen).to(ctx.device)

@@ -10,7 +10,9 @@ merged table with its history; `selection` the rows a sweep selects by, on the v
 from . import paper  # noqa: F401  isort: skip  (registers the scenarios, in Table 2 order)
 from . import quality  # noqa: F401  isort: skip
 from . import strong  # noqa: F401  isort: skip
+from . import repetition  # noqa: F401  isort: skip
 from . import linkability  # noqa: F401  isort: skip
+from . import video  # noqa: F401  isort: skip
 from . import face_recognizer  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed

@@ -1,6 +1,6 @@
-"""The shared state of one evaluation: the model, the data, the attack settings and the work several scenarios
-reuse (the unconstrained classifiers, the protected test and training sets, attack II's classifiers), each
-computed once, lazily, by the first scenario that needs it (its time is counted there).
+"""The shared state of one evaluation: the model and the release it is measured with, the data, the attack settings
+and the work several scenarios reuse (the unconstrained classifiers, the protected test and training sets, attack
+II's classifiers), each computed once, lazily, by the first scenario that needs it (its time is counted there).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pprl.datasets import FaceSplits
 from pprl.runtime.errors import ConfigError
 
 from .classifiers import FitSettings, ImageClassifier, fit_classifier, predict, validation_split
-from .protect import ProtectedSet, model_device, protect
+from .protect import ProtectedSet, as_release, model_device, protect
 from .results import TaskResult
 
 
@@ -27,18 +27,19 @@ def derived_seed(seed: int, *names: str) -> int:
 
 
 class AttackContext:
-    """The model, the data and the attack config, plus the work shared between scenarios (computed lazily)."""
+    """The model, its release (`pprl.release`: what every row measures; default the one the model ships with),
+    the data and the attack config, plus the work shared between scenarios (computed lazily)."""
 
     def __init__(self, model, splits: FaceSplits, attack_cfg: DictConfig | dict, seed: int,
-                 device: torch.device | str | None = None, run_dir: str | Path | None = None):
+                 device: torch.device | str | None = None, run_dir: str | Path | None = None, release=None):
         self.model = model
+        self.release = as_release(release if release is not None else model)
         self.run_dir = Path(run_dir) if run_dir is not None else None  # where the judges are cached (None: not)
         self.splits = splits
         self.cfg = attack_cfg if isinstance(attack_cfg, DictConfig) else OmegaConf.create(attack_cfg)
         self.seed = int(seed)
         self.device = torch.device(device) if device is not None else model_device(model)
         self.batch_size = int(self.cfg.batch_size)
-        self.sample = bool(self.cfg.sample)
         self.names = {"identification": list(splits.identities), "expression": list(splits.expressions)}
         self._original: dict[str, Any] | None = None
         self._protected_test: ProtectedSet | None = None
@@ -90,14 +91,14 @@ class AttackContext:
     def protected_test(self) -> ProtectedSet:
         """G(I_test, c) for every test image and code c (shared by attacks I and II)."""
         if self._protected_test is None:
-            self._protected_test = protect(self.model, self.splits.test, self.batch_size, self.sample,
+            self._protected_test = protect(self.release, self.splits.test, self.batch_size,
                                            derived_seed(self.seed, "protect", "test"), desc="protect test")
         return self._protected_test
 
     def protected_train(self) -> ProtectedSet:
         """G(I_train, c) for every training image and code c (attack II and attack_II_strong train on it)."""
         if self._protected_train is None:
-            self._protected_train = protect(self.model, self.splits.train, self.batch_size, self.sample,
+            self._protected_train = protect(self.release, self.splits.train, self.batch_size,
                                             derived_seed(self.seed, "protect", "train"), desc="protect train")
         return self._protected_train
 

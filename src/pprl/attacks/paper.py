@@ -6,10 +6,11 @@
                  protected versions G(I_test, c) of every test image;
 - attack_II:     new classifiers trained on all N_id protected versions of the training images with their
                  true source labels (validation slice split by source image), tested like attack I;
-- attack_III:    a 3 x 256 MLP trained on f(I_train) and tested on f(I_test), for each view of f: the released
-                 mean mu, a draw from q(f|I), the unmasked mean (an attacker holding the encoder); the row
-                 reports the released view whose identifier does best on the attacker's *validation* slice,
-                 every view is kept as its own row.
+- attack_III:    a 3 x 256 MLP trained on f(I_train) and tested on f(I_test), f the released representation
+                 (the row); other views of f as rows of their own: a draw of q(f|I) (the paper's release) and
+                 the encoder's mean mu (an insider holding the encoder).
+
+Every image the attackers see and every f(I) they read comes from the release under evaluation (`pprl.release`).
 
 Each is registered with `pprl.attacks.registry.scenario`; its settings are `conf/attack/<name>.yaml`.
 """
@@ -24,7 +25,7 @@ import torch
 
 from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
-from .protect import F_VARIANTS, RELEASED_VARIANTS, latent_features
+from .protect import F_VARIANTS, LEGACY_VARIANTS, latent_features
 from .registry import scenario
 from .results import ScenarioResult, TaskResult
 
@@ -39,14 +40,11 @@ def fit_problems(block: Mapping[str, Any], where: str) -> list[str]:
 
 
 def _attack_III_problems(block: Mapping[str, Any], where: str) -> list[str]:
-    variants = list(block.get("variants") or [])
     problems = fit_problems(block, where)
-    if not variants or any(v not in F_VARIANTS for v in variants):
-        problems.append(f"{where}.variants={variants}: allowed values are {', '.join(F_VARIANTS)} (at least one)")
+    if any(v not in F_VARIANTS for v in attack_III_views(block)):
+        problems.append(f"{where}.variants={list(block.get('variants') or [])}: allowed values are "
+                        f"{', '.join(F_VARIANTS)} (the release is always measured)")
     return problems
-
-
-_F_WORDS = {"mu": "f = μ (released)", "sampled": "f sampled from q(f|I)", "mu_unmasked": "f = unmasked μ"}
 
 
 def _majority_note(table: dict[str, Any]) -> list[str]:
@@ -59,21 +57,17 @@ def _majority_note(table: dict[str, Any]) -> list[str]:
 
 def _attack_III_note(table: dict[str, Any]) -> list[str]:
     row = table["attack_III"]
-    variant = row.get("variant")
-    if variant is None:
-        return []
-    rule = row.get("chosen_by")
-    if rule is None:  # written by an earlier pprl
-        lines = [f"- Attack Scenario III reports {_F_WORDS.get(variant, variant)}, the variant with the higher test "
-                 "identification (chosen on test by an earlier pprl; re-evaluate attack_III to choose on validation)."]
-    else:
-        lines = [f"- Attack Scenario III reports {_F_WORDS.get(variant, variant)}, chosen among the released views of "
-                 f"f (μ, a draw of q(f|I)) by the attacker's {rule} (its own validation slice of the training "
-                 "images, never the test set)."]
+    if row.get("chosen_by") is not None or row.get("variant") in ("mu", "sampled"):  # written by an earlier pprl
+        return [f"- Attack Scenario III reports the view {row.get('variant')!r} of f, chosen by an earlier pprl among "
+                "μ and a draw; re-evaluate attack_III to measure this run's release."]
+    lines = ["- Attack Scenario III is trained and tested on the released representation f(I), what the release "
+             "hands out (`pprl.anonymize features=true`)."]
+    if "attack_III_sampled" in table:
+        lines.append("- The draw row: one draw of q(f|I) per image, the paper's release, on this model.")
     if "attack_III_mu_unmasked" in table:
-        same = " (the same as μ: this model releases every dim)" if table["attack_III_mu_unmasked"].get("same_as") else ""
-        lines.append(f"- The unmasked μ row is what an attacker holding the encoder network reads{same}; "
-                     "the released μ has the dims below model.release_kl replaced by the prior.")
+        same = table["attack_III_mu_unmasked"].get("same_as")
+        lines.append("- The μ row is what an insider holding the encoder network reads" +
+                     (f" (the same features as the {same} row)." if same else "."))
     return lines
 
 
@@ -113,17 +107,19 @@ def attack_II(ctx: AttackContext) -> list[ScenarioResult]:
     classifiers = ctx.attack_II_classifiers()  # frees the protected training set unless attack_II_strong follows
     prot = ctx.protected_test()
     ident, expr = ctx.classify_protected(classifiers, prot, "attack_II")
-    return [ScenarioResult("attack_II", ident, expr)]
+    ctx.shared["attack_II_row"] = ScenarioResult("attack_II", ident, expr)  # reused by repeated_images
+    return [ctx.shared["attack_II_row"]]
 
 
 @scenario("attack_III", title="Attack Scenario III", label="attack III", suite="paper", block="attack_III",
           validate=_attack_III_problems, note=_attack_III_note,
-          rows={"attack_III_mu": "Attack Scenario III, f = μ (released)",
-                "attack_III_sampled": "Attack Scenario III, f sampled from q(f|I)",
-                "attack_III_mu_unmasked": "Attack Scenario III, f = unmasked μ (attacker holds the encoder)"})
+          rows={"attack_III_sampled": "Attack Scenario III, f = one draw of q(f|I) (the paper's release)",
+                "attack_III_mu_unmasked": "Attack Scenario III, f = μ of the encoder (an insider holding it)",
+                "attack_III_mu": "Attack Scenario III, f = μ (released by earlier pprl versions)"})
 def attack_III(ctx: AttackContext) -> list[ScenarioResult]:
-    """MLPs on f(I) for each configured variant (`F_VARIANTS`); the `attack_III` row is the released variant
-    (μ or a draw) whose identifier has the higher accuracy on the attacker's own validation slice."""
+    """MLPs on f(I) for the released representation (the `attack_III` row) and each other configured view
+    (`F_VARIANTS`: `attack_III_<view>` rows); a view that gives the very features of one measured before shares
+    its attacker (`same_as`)."""
     block = ctx.settings("attack_III")
     fit = FitSettings.from_config(block, "attack.attack_III")
     tr = ctx.splits.train
@@ -131,56 +127,49 @@ def attack_III(ctx: AttackContext) -> list[ScenarioResult]:
     rows = validation_split(np.arange(len(tr)), strata, fit.val_fraction, derived_seed(ctx.seed, "attack_III", "val"))
     results: dict[str, ScenarioResult] = {}
     features: dict[str, np.ndarray] = {}
-    for variant in block.variants:
+    for variant in ["release", *(v for v in attack_III_views(block) if v != "release")]:
         start = time.time()
-        f_train = latent_features(ctx.model, tr, variant, ctx.batch_size,
+        name = "attack_III" if variant == "release" else f"attack_III_{variant}"
+        f_train = latent_features(ctx.release, tr, variant, ctx.batch_size,
                                   derived_seed(ctx.seed, "attack_III", variant, "train"), desc=f"f(I) train {variant}")
-        if variant == "mu_unmasked" and "mu" in features and np.array_equal(f_train, features["mu"]):
-            same = results["mu"]  # every dim is released (model.release_kl = 0): the same features, the same attacker
-            results[variant] = ScenarioResult(f"attack_III_{variant}", same.identification, same.expression,
-                                              extras={"variant": variant, "same_as": "mu"})
+        same = next((v for v, f in features.items() if np.array_equal(f, f_train)), None)
+        if same is not None:  # e.g. a release of the whole mean: the same features, the same attacker
+            results[variant] = ScenarioResult(name, results[same].identification, results[same].expression,
+                                              extras={"variant": variant, "same_as": same})
             continue
         features[variant] = f_train
-        results[variant] = _fit_variant(ctx, block, fit, variant, f_train, rows)
+        f_test = latent_features(ctx.release, ctx.splits.test, variant, ctx.batch_size,
+                                 derived_seed(ctx.seed, "attack_III", variant, "test"), desc=f"f(I) test {variant}")
+        results[variant] = fit_features(ctx, block, fit, name, f_train, f_test, rows)
+        results[variant].extras["variant"] = variant
         results[variant].seconds = time.time() - start
-    chosen, rule = choose_variant(results)
-    best = results[chosen]
-    row = ScenarioResult("attack_III", best.identification, best.expression, extras={**best.extras, "chosen_by": rule})
-    return [row, *results.values()]
+    results["release"].extras["release"] = ctx.release.describe()
+    ctx.shared["attack_III"] = results["release"]  # repeated_features reuses it for a deterministic release
+    return list(results.values())
 
 
-def _fit_variant(ctx: AttackContext, block, fit: FitSettings, variant: str, f_train: np.ndarray,
+def attack_III_views(block: Mapping[str, Any]) -> list[str]:
+    """The views of f(I) an attack III block asks for, with the names of earlier pprl versions mapped."""
+    return [LEGACY_VARIANTS.get(v, v) for v in block.get("variants") or []]
+
+
+def fit_features(ctx: AttackContext, block, fit: FitSettings, name: str, f_train: np.ndarray, f_test: np.ndarray,
                  rows: tuple[np.ndarray, np.ndarray]) -> ScenarioResult:
-    """The identity and expression MLPs of one variant of f, trained on f(I_train) and tested on f(I_test)."""
+    """Row `name`: attack III's identity and expression MLPs (settings `block`), trained on the features of the
+    training images (`rows`: the attacker's train / validation slices) and tested on those of the test images."""
     tr, te = ctx.splits.train, ctx.splits.test
     train_rows, val_rows = rows
-    f_test = latent_features(ctx.model, te, variant, ctx.batch_size,
-                             derived_seed(ctx.seed, "attack_III", variant, "test"), desc=f"f(I) test {variant}")
     standardize = bool(block.standardize)
     mean = f_train[train_rows].mean(0) if standardize else None
     std = f_train[train_rows].std(0) + 1e-6 if standardize else None
     tasks = {}
     for task, labels, test_labels in (("identification", tr.identity, te.identity),
                                       ("expression", tr.expression, te.expression)):
-        torch.manual_seed(derived_seed(ctx.seed, "attack_III", variant, task, "init"))
+        torch.manual_seed(derived_seed(ctx.seed, name, task, "init"))
         net = MLPClassifier(f_train.shape[1], len(ctx.names[task]), [int(h) for h in block.hidden], mean, std)
         report = fit_classifier(net, f_train, labels, train_rows, val_rows, fit,
-                                seed=derived_seed(ctx.seed, "attack_III", variant, task, "fit"),
-                                device=ctx.device, desc=f"attack_III {variant} {task}")
+                                seed=derived_seed(ctx.seed, name, task, "fit"), device=ctx.device,
+                                desc=f"{name} {task}")
         pred = predict(net, f_test, device=ctx.device)
         tasks[task] = TaskResult(np.asarray(test_labels, np.int64), ctx.names[task], pred, report.as_dict())
-    return ScenarioResult(f"attack_III_{variant}", tasks["identification"], tasks["expression"],
-                          extras={"variant": variant})
-
-
-def choose_variant(results: Mapping[str, ScenarioResult]) -> tuple[str, str]:
-    """(the variant the `attack_III` row reports, the rule that chose it): among the released variants run (all
-    of them if none is), the one whose identifier scored the highest accuracy on the attacker's validation slice
-    (the first listed on ties); without a validation slice, the first listed. Test figures never choose."""
-    candidates = [v for v in results if v in RELEASED_VARIANTS] or list(results)
-    val = {v: results[v].identification.attacker.get("val_acc") for v in candidates}
-    if any(acc is None for acc in val.values()):
-        return candidates[0], "first listed variant (no validation slice: attack.attack_III.val_fraction=0)"
-    return max(candidates, key=lambda v: val[v]), "validation identification accuracy"
-
-
+    return ScenarioResult(name, tasks["identification"], tasks["expression"])

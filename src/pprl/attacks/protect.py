@@ -1,4 +1,5 @@
-"""Privacy-protected image sets: every image I passed through G(I, c) for all N_id identity codes c (paper §5.3).
+"""Privacy-protected image sets: every image I passed through G(I, c) for all N_id identity codes c (paper §5.3),
+as the run's release makes them (`pprl.release`), and the views of f(I) attack III reads.
 
 Attack scenarios I and II see, for each original image, its N_id protected versions. For FERG that is
 47k x 6 ≈ 285k images, so the expanded set is written batch by batch (under `torch.inference_mode()`)
@@ -19,16 +20,20 @@ import torch
 from tqdm.auto import tqdm
 
 from pprl.datasets import FaceSet
-from pprl.runtime.pixels import images_to_tensor
-from pprl.runtime.pixels import fits_on_device, place_rows, to_float, to_uint8
+from pprl.release import Release, release_of
+from pprl.runtime.pixels import fits_on_device, images_to_tensor, place_rows, to_float, to_uint8
+
+#: the views of f(I) an attacker on the representation can take: the run's released representation (what the model
+#: hands out: `Release.represent`), one draw of the whole posterior q(f|I) (the paper's release, as a diagnostic of
+#: any model), and the encoder's whole mean mu (what an insider holding the encoder network reads)
+F_VARIANTS = ("release", "sampled", "mu_unmasked")
+#: names of views written by earlier pprl versions -> today's ("mu" was the released mean)
+LEGACY_VARIANTS = {"mu": "release"}
 
 
-#: the views of f(I) an attacker on the representation can take: the released mean mu (`represent(sample=False)`,
-#: what the model hands out), a draw from the whole posterior q(f|I), and the whole unmasked mean (what an attacker
-#: holding the encoder network reads; the same as "mu" when the model releases every dim, `model.release_kl=0`)
-F_VARIANTS = ("mu", "sampled", "mu_unmasked")
-#: the variants a deployment releases (attack III's row is chosen among them)
-RELEASED_VARIANTS = ("mu", "sampled")
+def as_release(release_or_model) -> Release:
+    """A `Release` as it is, or the release a model ships with (`pprl.release.release_of`)."""
+    return release_or_model if isinstance(release_or_model, Release) else release_of(release_or_model)
 
 
 @dataclass
@@ -63,16 +68,19 @@ def _input_batch(source: torch.Tensor | np.ndarray, start: int, stop: int, devic
     return images_to_tensor(source[start:stop]).to(device)
 
 
-def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, seed: int = 0,
-            desc: str = "protect", on_device: bool | None = None) -> ProtectedSet:
-    """G(I, c) for every image of `faces` and every code c in 0..N_id-1, as uint8 (see module docstring).
+def protect(release, faces: FaceSet, batch_size: int = 256, seed: int = 0, desc: str = "protect",
+            on_device: bool | None = None) -> ProtectedSet:
+    """G(I, c) for every image of `faces` and every code c in 0..N_id-1 as the release makes them (a `Release`, or
+    a model: the release it ships with), as uint8 (see module docstring).
 
-    `sample=True` draws f ~ q(f|I) afresh for every (I, c) (each protected image is one call of G);
-    `sample=False` decodes the mean mu. Draws use a torch.Generator seeded with `seed` on the model's device,
-    so the set is reproducible. The model is put in eval mode for the call and restored afterwards.
-    `on_device`: build the set on the model's device (None: on a CUDA device with room for it).
+    A random release (the paper's draw) draws afresh for every (I, c), each protected image one call of G, from a
+    torch.Generator seeded with `seed` on the model's device, so the set is reproducible. The model is put in eval
+    mode for the call and restored afterwards. `on_device`: build the set on the model's device (None: on a CUDA
+    device with room for it).
     """
-    num_codes = int(model.num_identities)
+    release = as_release(release)
+    model = release.model
+    num_codes = release.num_identities
     n = len(faces)
     if n == 0:
         raise ValueError(f"{desc}: the image set is empty")
@@ -91,10 +99,8 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
         with torch.inference_mode():
             for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, disable=None):
                 x = _input_batch(source, start, start + batch_size, device)
-                mu, logvar = model.encode(x)
-                for c in range(num_codes):
-                    f = model.reparameterize(mu, logvar, generator) if sample else mu
-                    view[start:start + x.shape[0], c] = to_uint8(model.decode_as(f, c))
+                for c, image in enumerate(release.protect_all(x, generator)):
+                    view[start:start + x.shape[0], c] = to_uint8(image)
             if on_device:
                 torch.from_numpy(out).copy_(sink)  # the one device -> host copy
     finally:
@@ -109,15 +115,25 @@ def protect(model, faces: FaceSet, batch_size: int = 256, sample: bool = True, s
     )
 
 
+def _view(release: Release, variant: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    model = release.model
+    if variant == "release":
+        return release.represent(x, generator=generator)
+    mu, logvar = model.encode(x)
+    return model.reparameterize(mu, logvar, generator) if variant == "sampled" else mu
+
+
 @torch.inference_mode()
-def latent_features(model, faces: FaceSet, variant: str, batch_size: int = 256, seed: int = 0,
+def latent_features(release, faces: FaceSet, variant: str, batch_size: int = 256, seed: int = 0,
                     desc: str = "encode", on_device: bool | None = None) -> np.ndarray:
-    """f(I) for every image (attack III) as one of `F_VARIANTS`: the released mean, one draw from q(f|I) or the
-    unmasked mean; float32 (N, d), copied to the host once at the end (`on_device`: the images too go to the
-    model's device once)."""
+    """f(I) for every image (attack III) as one of `F_VARIANTS` (of a `Release`, or of a model: the release it
+    ships with): the released representation, one draw of q(f|I) or the encoder's whole mean; float32 (N, d),
+    copied to the host once at the end (`on_device`: the images too go to the model's device once)."""
+    variant = LEGACY_VARIANTS.get(variant, variant)
     if variant not in F_VARIANTS:
         raise ValueError(f"latent_features: variant={variant!r}; allowed: {', '.join(F_VARIANTS)}")
-    sample, released = variant == "sampled", variant != "mu_unmasked"
+    release = as_release(release)
+    model = release.model
     device = model_device(model)
     source = place_rows(faces.images, device, on_device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -127,7 +143,7 @@ def latent_features(model, faces: FaceSet, variant: str, batch_size: int = 256, 
     try:
         for start in tqdm(range(0, len(faces), batch_size), desc=desc, unit="batch", leave=False, disable=None):
             x = _input_batch(source, start, start + batch_size, device)
-            chunks.append(model.represent(x, sample=sample, generator=generator, released=released).float())
+            chunks.append(_view(release, variant, x, generator).float())
     finally:
         model.train(was_training)
     return torch.cat(chunks).cpu().numpy()

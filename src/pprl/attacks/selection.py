@@ -22,7 +22,6 @@ def validation_rows(ctx: AttackContext, rows: dict) -> dict[str, ScenarioResult]
     val = ctx.splits.val
     if val is None or not len(val) or SELECTION_SCENARIO not in rows:
         return {}
-    prot = protect(ctx.model, val, ctx.batch_size, ctx.sample, derived_seed(ctx.seed, "protect", "val"),
-                   desc="protect val")
+    prot = protect(ctx.release, val, ctx.batch_size, derived_seed(ctx.seed, "protect", "val"), desc="protect val")
     ident, expr = ctx.classify_protected(ctx.attack_II_classifiers(), prot, f"{SELECTION_SCENARIO} val")
     return {SELECTION_SCENARIO: ScenarioResult(SELECTION_SCENARIO, ident, expr)}

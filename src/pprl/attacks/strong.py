@@ -29,7 +29,7 @@ from pprl.model.nets import check_image_size
 from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .paper import fit_problems
-from .protect import F_VARIANTS, latent_features
+from .protect import F_VARIANTS, LEGACY_VARIANTS, latent_features
 from .registry import scenario
 from .results import ScenarioResult, TaskResult
 from .stats import wilson_interval
@@ -221,7 +221,7 @@ def _fit_knn(ctx: AttackContext, block: Mapping[str, Any], f_train, f_test, labe
 
 def _attack_III_strong_problems(block: Mapping[str, Any], where: str) -> list[str]:
     problems = []
-    if block.get("variant") not in F_VARIANTS:
+    if LEGACY_VARIANTS.get(block.get("variant"), block.get("variant")) not in F_VARIANTS:
         problems.append(f"{where}.variant={block.get('variant')!r}: allowed values are {', '.join(F_VARIANTS)}")
     attackers = list(block.get("attackers") or [])
     if not attackers or any(a not in III_ATTACKERS for a in attackers):
@@ -243,7 +243,8 @@ def _attack_III_strong_problems(block: Mapping[str, Any], where: str) -> list[st
 def _attack_III_strong_note(table: dict[str, Any]) -> list[str]:
     s3 = table["attack_III_strong"]
     each = ", ".join(f"{k} {100 * v['identification']:.2f}%" for k, v in s3["attackers"].items())
-    f = {"mu": "μ", "sampled": "a draw from q(f|I)", "mu_unmasked": "the unmasked μ"}.get(s3["variant"], s3["variant"])
+    f = {"release": "the released representation", "mu": "μ", "sampled": "a draw from q(f|I)",
+         "mu_unmasked": "the encoder's μ"}.get(s3["variant"], s3["variant"])
     rule = s3.get("chosen_by")
     how = (f"the attacker chosen by its {rule} (the attackers' own validation slice, never the test set)" if rule
            else "the best attacker on the test set (an earlier pprl; re-evaluate to choose on validation)")
@@ -258,15 +259,15 @@ def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
     """MLP, logistic regression and k-NN on f(I); per column the attacker with the best validation accuracy is
     reported."""
     block = ctx.settings("attack_III_strong")
-    variant = str(block.variant)
+    variant = LEGACY_VARIANTS.get(str(block.variant), str(block.variant))
     attackers = list(block.attackers)
     tr, te = ctx.splits.train, ctx.splits.test
     strata = tr.identity * len(ctx.names["expression"]) + tr.expression
     train_rows, val_rows = validation_split(np.arange(len(tr)), strata, float(block.val_fraction),
                                             derived_seed(ctx.seed, "attack_III_strong", "val"))
-    f_train = latent_features(ctx.model, tr, variant, ctx.batch_size,
+    f_train = latent_features(ctx.release, tr, variant, ctx.batch_size,
                               derived_seed(ctx.seed, "attack_III_strong", variant, "train"), desc="f(I) train")
-    f_test = latent_features(ctx.model, te, variant, ctx.batch_size,
+    f_test = latent_features(ctx.release, te, variant, ctx.batch_size,
                              derived_seed(ctx.seed, "attack_III_strong", variant, "test"), desc="f(I) test")
     if bool(block.standardize):
         mean, std = f_train[train_rows].mean(0), f_train[train_rows].std(0) + 1e-6

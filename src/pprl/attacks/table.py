@@ -102,6 +102,7 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     lines = ["# Table 2: person identification and facial expression recognition (CCR)", ""]
     if run_dir is not None:
         lines += [f"Run: `{run_dir}`", ""]
+    lines += release_note(table)
     lines += [f"| Scenario | Identification{col} | Expression Recognition{col} | n |", "|---|---|---|---|"]
     titles = row_titles()
     for name, entry in table.items():
@@ -133,6 +134,22 @@ def render_markdown(table: dict[str, dict[str, Any]], dataset: str = "", run_dir
     lines += [f"- Time per scenario (shared work counted in the first scenario that needs it): {timing}."]
     lines += [*provenance_note(table, stem), ""]
     return "\n".join(lines)
+
+
+def release_note(table: dict[str, dict[str, Any]]) -> list[str]:
+    """The line above the table naming the release its rows measured (`pprl.release`), or each release when rows
+    of several are present (rows kept from an earlier evaluation)."""
+    seen: dict[str, list[str]] = {}
+    for name, entry in table.items():
+        release = (entry.get("settings") or {}).get("release")
+        if isinstance(release, Mapping):
+            seen.setdefault(str(release.get("description", release.get("name"))), []).append(name)
+    if not seen:
+        return []
+    if len(seen) == 1:
+        return [f"Release measured: {next(iter(seen))}.", ""]
+    return ["Rows of several releases (re-evaluate to measure one):",
+            *(f"- {desc}: {', '.join(rows)}" for desc, rows in seen.items()), ""]
 
 
 def interval_note(table: dict[str, dict[str, Any]]) -> list[str]:

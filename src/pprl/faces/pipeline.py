@@ -1,10 +1,11 @@
 """`pprl.anonymize faces=detect`: protect every face of real photos and videos in place.
 
 Per photo or video frame: detect faces (`FaceDetector`), align each to the template at the model's size
-(`align.alignment`), replace it by G(I, c), warp it back and blend it in through a feathered elliptical mask
-(`align.paste_back`): pixels outside the mask keep their exact values. Videos give videos with the same frame
-count, size and frame rate (audio is not copied); faces are followed across frames (`track.Tracker`), and the
-target identity and, with sample=true, the draw of f are fixed per track, so a person keeps one new identity.
+(`align.alignment`), replace it by its protected image G(I, c) as the run's release makes it (`pprl.release`),
+warp it back and blend it in through a feathered elliptical mask (`align.paste_back`): pixels outside the mask keep
+their exact values. Videos give videos with the same frame count, size and frame rate (audio is not copied); faces
+are followed across frames (`track.Tracker`), and the target identity and, for a random release (the paper's
+draw), the noise of the draw are fixed per track, so a person keeps one new identity.
 A track the detector misses is followed by the landmark model for up to `max_gap` frames.
 
 Outputs: `000000.png` per photo (photos where no face is found are *not* written: they are listed in
@@ -31,7 +32,7 @@ from . import outputs
 from pprl.runtime.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
 from pprl.runtime.errors import RunError
 from pprl.runtime.rundir import find_checkpoint, pick_device
-from pprl.model.load import load_model
+from pprl.release import load_release
 
 from .align import alignment, face_mask, paste_back, warp_crop
 from .media import CODECS, VideoWriter, is_video, probe, read_frames, read_photo
@@ -80,16 +81,17 @@ class DetectSettings:
 class FaceProtector:
     """Detect, align, protect and paste back the faces of one frame."""
 
-    def __init__(self, model, device, tgt, seed: int, sample: bool, settings: DetectSettings, video: bool):
+    def __init__(self, release, device, tgt, seed: int, settings: DetectSettings, video: bool):
         from .detect import FaceDetector
 
-        self.model, self.device, self.tgt, self.seed, self.sample = model, device, tgt, int(seed), bool(sample)
+        self.release, self.model = release, release.model
+        self.device, self.tgt, self.seed = device, tgt, int(seed)
         self.s = settings
-        self.size = int(model.hparams.image_size)
+        self.size = int(self.model.hparams.image_size)
         self.detector = FaceDetector(settings.landmarks, settings.video_min_size if video else settings.min_size,
                                      settings.video_rotations if video else settings.rotations, settings.min_score)
         self.mask = face_mask(self.size, settings.margin, settings.feather)
-        self.n_ids = int(model.num_identities)
+        self.n_ids = int(self.model.num_identities)
 
     def codes(self, index: int, track: int) -> list[int]:
         """Target identity per output for one track: fixed (all / a name) or drawn once per (input, track)."""
@@ -108,17 +110,17 @@ class FaceProtector:
             return [frame] * n_out
         ms = [alignment(f.landmarks, self.size, self.s.margin) for _, f, _ in tracked]
         x = images_to_tensor(np.stack([warp_crop(frame, m, self.size) for m in ms])).to(self.device)
-        mu, logvar = self.model.encode(x)
-        f = mu
-        if self.sample:  # one draw per track, the same in every frame
-            eps = np.stack([outputs.per_image_rng(self.seed, index, 3 + 2 * t).standard_normal(mu.shape[1], np.float32)
-                            for t, _, _ in tracked])
-            f = mu + torch.from_numpy(eps).to(x.device) * (0.5 * logvar).exp()
+        noise = None
+        if not self.release.deterministic:  # a random release: one draw per track, the same noise in every frame
+            dim = int(self.model.hparams.latent_dim)
+            noise = torch.from_numpy(np.stack([outputs.per_image_rng(self.seed, index, 3 + 2 * t).standard_normal(
+                dim, np.float32) for t, _, _ in tracked])).to(x.device)
+        f = self.release.code(x, noise=noise)
         codes = np.array([self.codes(index, t) for t, _, _ in tracked])  # (faces, outputs)
         outs = []
         for k in range(n_out):
             c = torch.from_numpy(codes[:, k]).to(self.device)
-            crops = tensor_to_images(self.model.decode(f, c))
+            crops = tensor_to_images(self.release.decode(f, c))
             out = frame
             for crop, m in zip(crops, ms):
                 out = paste_back(out, crop, m, self.mask)
@@ -175,34 +177,39 @@ def output_names(files, tgt, names, keep_names, codec: str) -> list[list[str]]:
 
 
 @torch.inference_mode()
-def anonymize_detect(run_dir, input, output, target="random", *, keep_names=False, sample=False, seed=0,
+def anonymize_detect(run_dir, input, output, target="random", *, keep_names=False, seed=0,
                      device="auto", min_side=8, max_pixels=50_000_000, progress=True, detect=None,
-                     features=False, manifest=False) -> outputs.Summary:
-    """`pprl.anonymize faces=detect` (see the module docstring); returns the run's Summary."""
+                     features=False, manifest=False, release=None) -> outputs.Summary:
+    """`pprl.anonymize faces=detect` (see the module docstring); returns the run's Summary. `release`: a loaded
+    `pprl.release.Release` to protect with instead of loading the run's (the video attack row passes its own)."""
     from tqdm import tqdm
 
     if features or manifest:
         raise RunError("faces=detect writes faces.csv; features=true and manifest=true work with faces=crop only")
     settings = detect if isinstance(detect, DetectSettings) else DetectSettings.from_config(detect)
     ensure_strict_decoding()
-    dev = pick_device(device)
-    ckpt = find_checkpoint(run_dir)
-    model = load_model(ckpt, map_location=dev)
+    ckpt = find_checkpoint(run_dir) if run_dir is not None or release is None else None
+    if release is None:
+        dev = pick_device(device)
+        model, release = load_release(ckpt, map_location=dev)
+    else:
+        model = release.model
+        dev = next(model.parameters()).device
     names = list(model.identity_names)
     tgt = outputs.resolve_target(target, names)
     out = Path(output).expanduser()
     files = outputs.list_inputs(input, out)
     if out.exists() and not out.is_dir():
         raise RunError(f"output {out} exists and is not a folder")
-    protectors = {v: FaceProtector(model, dev, tgt, seed, sample, settings, v)  # fails here if the extra is missing
+    protectors = {v: FaceProtector(release, dev, tgt, seed, settings, v)  # fails here if the extra is missing
                   for v in {is_video(f) for f in files}}
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     (out / PARTS).mkdir(exist_ok=True)
     remove_stale_temps(out / PARTS)
-    outputs.check_state(out, {"version": 1, "faces": "detect", "checkpoint_sha256": outputs.sha256_file(ckpt),
+    outputs.check_state(out, {"version": 1, "faces": "detect", "checkpoint_sha256": outputs.sha256_file(ckpt) if ckpt else "in memory",
                            "inputs_sha256": outputs.inputs_digest(files), "num_inputs": len(files),
-                           "target": str(target), "seed": int(seed), "sample": bool(sample),
+                           "target": str(target), "seed": int(seed), "release": release.settings,
                            "keep_names": bool(keep_names), "detect": settings.state()})
     outs = output_names(files, tgt, names, keep_names, settings.video_codec)
     summary = outputs.Summary(out, len(files))

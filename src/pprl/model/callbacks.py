@@ -35,7 +35,8 @@ def identity_swap_tiles(model, images: torch.Tensor, seed: int = 0) -> np.ndarra
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=images.device).manual_seed(seed)
-    f = model.represent(images, sample=True, generator=gen)
+    mu, logvar = model.encode(images)
+    f = model.reparameterize(mu, logvar, gen)  # a draw: how the generator trains, not a release
     columns = [images]
     for c in range(model.num_identities):
         columns.append(model.decode_as(f, c))

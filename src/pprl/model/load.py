@@ -19,7 +19,7 @@ from pprl.runtime.rundir import find_checkpoint, read_checkpoint
 
 #: what checkpoints written before the model was built from conf/model/*.yaml lack, with the values the code of
 #: that time used (they reproduce those models exactly)
-_LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0, "release_kl": 0.0,
+_LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "seed": 0,
                  "channels_last": False, "compile": False, "g_steps_per_d_step": 2, "lr": 2e-4,
                  "upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0, "diff_augment": [],
                  "lr_decay_from": None}
@@ -27,11 +27,12 @@ _LEGACY_MODEL = {"init_std": 0.01, "latent_adversary_hidden": [256, 256, 256], "
 
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments of today's `PPRLVGAN` from a checkpoint's hyper-parameters, including those of
-    checkpoints written by earlier versions (flat loss settings, `release_kl` among the loss weights, no `d5`)."""
+    checkpoints written by earlier versions (flat loss settings, no `d5`; a `release_kl` threshold, among the loss
+    weights or the model's settings, is dropped: what a model releases is its `release` setting, `pprl.release`)."""
     hp = dict(hparams)
     lambdas = dict(hp.get("lambdas") or OmegaConf.load(Path(config_dir()) / "lambda" / "paper.yaml"))
-    if "release_kl" in lambdas:
-        hp.setdefault("release_kl", lambdas.pop("release_kl"))
+    lambdas.pop("release_kl", None)
+    hp.pop("release_kl", None)
     lambdas.setdefault("rec", 0.0)
     lambdas.setdefault("g5", 0.0)
     lambdas.setdefault("d5", 1.0 if lambdas["g5"] > 0 else 0.0)  # the adversary trained with weight 1 iff g5 > 0

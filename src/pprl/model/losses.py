@@ -112,7 +112,7 @@ def term_weights(lambdas: Mapping[str, float], d1_fake_weight: float | None = No
     missing = [k for k in LAMBDA_KEYS if k not in lambdas]
     unknown = [k for k in lambdas if k not in LAMBDA_KEYS]
     if missing or unknown:
-        moved = " (release_kl moved to model.release_kl)" if "release_kl" in unknown else ""
+        moved = " (release_kl moved to release.mask_kl)" if "release_kl" in unknown else ""
         raise ValueError(f"lambda: missing weights {missing}, unknown keys {unknown}{moved}; "
                          f"expected exactly {list(LAMBDA_KEYS)}")
     weights = {term: float(lambdas[key]) for term, key in TERM_WEIGHTS.items()}

@@ -61,7 +61,6 @@ class PPRLVGAN(pl.LightningModule):
         spectral_norm: bool,
         ema_decay: float,
         diff_augment: Sequence[str],
-        release_kl: float,
         latent_adversary_hidden: Sequence[int],
         seed: int,
         channels_last: bool = False,
@@ -98,11 +97,15 @@ class PPRLVGAN(pl.LightningModule):
         uses_adversary = self.term_weights["latent_identity"] > 0 or self.term_weights["g5_latent_confusion"] > 0
         self.latent_adversary = (LatentClassifier(latent_dim, num_identities, tuple(latent_adversary_hidden))
                                  if uses_adversary else None)
-        # Running mean over training batches of KL(q(f_d|I) || N(0, 1)) per latent dim d (the release mask's input).
+        # Running mean over training batches of KL(q(f_d|I) || N(0, 1)) per latent dim d (a release's `mask_kl`
+        # reads it: pprl.release).
         self.register_buffer("latent_kl", torch.full((latent_dim,), float("inf")))
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
         self.identity_names = list(identity_names or [str(i) for i in range(num_identities)])
+        # the `release` config block this model ships with (pprl.release reads it; set by pprl.train, kept in the
+        # checkpoint): what leaves the model is decided there, not here
+        self.release_settings: dict[str, Any] | None = None
         self.expression_names = list(expression_names or [str(i) for i in range(num_expressions)])
         self._step_rng: torch.Generator | None = None
         self._term_names: list[str] = []
@@ -153,30 +156,6 @@ class PPRLVGAN(pl.LightningModule):
         """(mu, log sigma^2) of q(f(I) | I), every dim (what the decoder synthesizes from)."""
         return self.generator_nets()[0](x)
 
-    def release_mask(self) -> torch.Tensor:
-        """(latent_dim,) bool: the dims the trained model releases, those whose running mean KL to the prior
-        is at least `model.release_kl` nats (all dims when it is 0 or the run kept no statistics)."""
-        threshold = float(self.hparams.release_kl)
-        if threshold <= 0:
-            return torch.ones_like(self.latent_kl, dtype=torch.bool)
-        top = torch.arange(self.latent_kl.numel(), device=self.latent_kl.device) == self.latent_kl.argmax()
-        return (self.latent_kl >= threshold) | top  # never release nothing: the most informative dim stays
-
-    def release(self, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The released posterior, what leaves the model as features (`represent(sample=False)`, the exported
-        encoder, `pprl.anonymize features=true`): on the dims outside `release_mask` q(f_d|I) is replaced by the
-        prior N(0, 1) (mu_d = 0, log sigma_d^2 = 0). Protected images are still drawn from the whole posterior.
-
-        Beyond the paper (`model.release_kl`, the default preset): a dim with KL ~ 0 carries (almost) nothing the decoder
-        uses, since a draw there is prior noise, yet its *mean* still varies with the input, and a standardising
-        attacker reads the identity from it (measured on a default run: logistic regression named the person
-        from the 112 least informative dims of mu 98 % of the time, from the 8 most informative 23 %; chance 17 %).
-        """
-        if float(self.hparams.release_kl) <= 0:  # off: the posterior as the encoder gives it
-            return mu, logvar
-        keep = self.release_mask().to(mu.dtype)
-        return mu * keep, logvar * keep
-
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,16 +164,6 @@ class PPRLVGAN(pl.LightningModule):
         if noise is None:
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + noise * (0.5 * logvar).exp()
-
-    def represent(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
-                  released: bool = True) -> torch.Tensor:
-        """f(I): a draw from q(f|I) (`sample=True`) or its mean mu; outside training the mean is the released
-        one (`release`), the representation a deployment hands out. `released=False` gives the whole, unmasked
-        mean (what an attacker holding the encoder network reads)."""
-        mu, logvar = self.encode(x)
-        if sample:
-            return self.reparameterize(mu, logvar, generator)
-        return mu if self.training or not released else self.release(mu, logvar)[0]
 
     def decode(self, f: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Dec(f ⊕ c): identity as indices (B,) or codes (B, N_id)."""
@@ -389,12 +358,15 @@ class PPRLVGAN(pl.LightningModule):
                 "d2_target_acc_fake": torch.cat(id_hits).float().mean()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pprl"] = {"identity_names": self.identity_names, "expression_names": self.expression_names}
+        checkpoint["pprl"] = {"identity_names": self.identity_names, "expression_names": self.expression_names,
+                              "release": self.release_settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict")
-        if state is not None and "latent_kl" not in state:  # written before the release mask: release every dim
+        if state is not None and "latent_kl" not in state:  # written before the statistic was kept: no mask
             state["latent_kl"] = torch.full_like(self.latent_kl, float("inf"))
         names = checkpoint.get("pprl", {})
         self.identity_names = list(names.get("identity_names", self.identity_names))
         self.expression_names = list(names.get("expression_names", self.expression_names))
+        if self.release_settings is None:  # a resumed run keeps the release its config names
+            self.release_settings = names.get("release")
