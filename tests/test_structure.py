@@ -12,8 +12,8 @@ MAX_LINES = 400
 #: the rooms of src/pprl/ and their floors: a module imports modules of its own room or of lower floors only
 #: (docs/architecture.md draws them). The commands (`python -m pprl.<command>`: the top-level modules and the
 #: `pprl.data` command package) stand above every room; nothing imports them.
-FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "faces": 4, "attacks": 5,
-          "anonymizers": 5, "apps": 6, "sweep": 6}
+FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "faces": 4, "anonymizers": 4,
+          "attacks": 5, "apps": 6, "sweep": 6, "demo": 7}
 COMMAND_PACKAGES = ("pprl.data",)
 #: the Hydra entry glue: only commands call it (a room is a library, never a command line)
 COMMAND_GLUE = ("pprl.runtime.cli", "pprl.runtime.clihelp")
