@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 from torch import nn
 
 from conftest import compose_train, tiny_model
@@ -20,7 +21,8 @@ def test_paper_configuration_turns_every_addition_off():
     assert dict(cfg.release) == {"name": "paper", "kind": "draw"}  # the paper's release: a draw of q(f|I)
     assert m.lr_decay_from is None
     assert m.lr_d == cfg.train.lr == 2e-4 and m.width == 32 and m.latent_dim == 128 and m.init_std == 0.01
-    assert {k: lam[k] for k in ("d5", "g5", "rec", "r1", "fm")} == dict.fromkeys(("d5", "g5", "rec", "r1", "fm"), 0.0)
+    assert {k: lam[k] for k in ("d5", "d6", "g5", "g6", "rec", "r1", "fm")} == dict.fromkeys(
+        ("d5", "d6", "g5", "g6", "rec", "r1", "fm"), 0.0)
     assert (lam.d1, lam.d2, lam.d3, lam.g1, lam.g2, lam.g3, lam.g4) == (0.25, 0.5, 0.25, 0.108, 0.6, 0.29, 0.002)
     assert (cfg.loss.generator, cfg.loss.d1_fake_weight, cfg.loss.label_smoothing) == ("nonsaturating", None, 0.0)
 
@@ -163,3 +165,24 @@ def test_lr_decay_run_sets_both_rates_per_epoch_and_resumes_with_them(tmp_path):
     train(cfg)  # resumed at epoch 4 of 6: the decay now runs from epoch 3 (factors 1, 1, 1, 1, 2/3, 1/3)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert [o["param_groups"][0]["lr"] for o in ckpt["optimizer_states"]] == pytest.approx([lr / 3, lr / 3])
+
+
+def test_reencoded_adversary_reads_the_protected_image_reencoded_and_g_learns_to_confuse_it():
+    """lambda.d6 / g6: D's side trains an identity classifier on mu(G(I, c)) (source labels, G frozen); G's side is
+    the confusion loss of that classifier on mu(G(I, c)), with gradients through the decoder and the encoder."""
+    model = tiny_model(overrides=["lambda.d6=1.0", "lambda.g6=1.0"])
+    assert model.reencoded_adversary is not None
+    assert all(p in {q for g in objective.optimizers(model)[1].param_groups for q in g["params"]}
+               for p in model.reencoded_adversary.parameters())  # trained with D
+    x, ident, expr = torch.rand(8, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (8,)), torch.randint(0, 7, (8,))
+    d = objective.discriminator_terms(model, x, ident, expr, model.term_weights, torch.Generator().manual_seed(0))
+    assert d.terms["reencoded_identity"].item() == pytest.approx(
+        F.cross_entropy(d.logits["reencoded_identity"], ident).item())
+    d.terms["reencoded_identity"].backward()
+    assert all(p.grad is None for p in model.decoder.parameters())  # D's side does not move G
+    model.zero_grad()
+    g = objective.generator_terms(model, x, ident, expr, model.term_weights, torch.Generator().manual_seed(0))
+    g.terms["g6_reencoded_confusion"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert tiny_model().reencoded_adversary is None  # off in the default preset

@@ -36,6 +36,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     lambdas.setdefault("rec", 0.0)
     lambdas.setdefault("g5", 0.0)
     lambdas.setdefault("d5", 1.0 if lambdas["g5"] > 0 else 0.0)  # the adversary trained with weight 1 iff g5 > 0
+    lambdas.setdefault("d6", 0.0)
+    lambdas.setdefault("g6", 0.0)
     hp["lambdas"] = lambdas
     if "loss" not in hp:
         hp["loss"] = {"generator": hp.pop("generator_loss", "nonsaturating"),

@@ -6,7 +6,7 @@ Every term is returned *unweighted*, under its name (`TERM_WEIGHTS`), as a quant
   variant (`nonsaturating`: -log D for the real/fake, target-identity and true-expression heads), the default
   because the literal form stalls once D wins (the generator's gradients vanish);
 - `reconstruction_loss`, `confusion_loss`, `r1_penalty`, `feature_matching`: the additions of the default preset
-  (`lambda.rec`, `lambda.g5`, `lambda.r1`, `lambda.fm`).
+  (`lambda.rec`, `lambda.g5` / `lambda.g6`, `lambda.r1`, `lambda.fm`).
 `term_weights` reads the weights from the flat `lambda` dict and `weighted_total` applies them: the one place
 where weights meet terms.
 """
@@ -26,9 +26,10 @@ GENERATOR_LOSSES = ("saturating", "nonsaturating")
 #: additions of the default preset). `d1_fake` may be re-weighted by `loss.d1_fake_weight` (see `term_weights`).
 TERM_WEIGHTS = {
     "d1_real": "d1", "d1_fake": "d1", "d2_identity": "d2", "d3_expression": "d3", "latent_identity": "d5",
-    "r1_penalty": "r1",
+    "reencoded_identity": "d6", "r1_penalty": "r1",
     "g1_real_fake": "g1", "g2_identity": "g2", "g3_expression": "g3", "g4_kl": "g4",
-    "rec_reconstruction": "rec", "g5_latent_confusion": "g5", "fm_feature_matching": "fm",
+    "rec_reconstruction": "rec", "g5_latent_confusion": "g5", "g6_reencoded_confusion": "g6",
+    "fm_feature_matching": "fm",
 }
 LAMBDA_KEYS = tuple(dict.fromkeys(TERM_WEIGHTS.values()))
 

@@ -97,6 +97,10 @@ class PPRLVGAN(pl.LightningModule):
         uses_adversary = self.term_weights["latent_identity"] > 0 or self.term_weights["g5_latent_confusion"] > 0
         self.latent_adversary = (LatentClassifier(latent_dim, num_identities, tuple(latent_adversary_hidden))
                                  if uses_adversary else None)
+        # (lambda.d6 / lambda.g6 > 0): the same on mu(G(I, c)), the protected image re-encoded (pprl.release)
+        uses_reencoded = self.term_weights["reencoded_identity"] > 0 or self.term_weights["g6_reencoded_confusion"] > 0
+        self.reencoded_adversary = (LatentClassifier(latent_dim, num_identities, tuple(latent_adversary_hidden))
+                                    if uses_reencoded else None)
         # Running mean over training batches of KL(q(f_d|I) || N(0, 1)) per latent dim d (a release's `mask_kl`
         # reads it: pprl.release).
         self.register_buffer("latent_kl", torch.full((latent_dim,), float("inf")))
@@ -215,8 +219,9 @@ class PPRLVGAN(pl.LightningModule):
         logits = out.logits
         with torch.no_grad():
             log = {"total": total, **out.terms}
-            if "latent_identity" in logits:
-                log["acc_latent_identity"] = (logits["latent_identity"].argmax(1) == identity).float().mean()
+            for name in ("latent_identity", "reencoded_identity"):
+                if name in logits:
+                    log[f"acc_{name}"] = (logits[name].argmax(1) == identity).float().mean()
             log["acc_real_d1"] = (logits["real"] > 0).float().mean()
             log["acc_fake_d1"] = (logits["fake"] < 0).float().mean()
             log["acc_real_d2"] = (logits["identity"].argmax(1) == identity).float().mean()

@@ -21,13 +21,14 @@ from . import losses
 
 
 def optimizers(model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """RMSprop for G = (Enc, Dec) at `model.lr` and for D (+ the latent identity adversary) at `model.lr_d`
+    """RMSprop for G = (Enc, Dec) at `model.lr` and for D (+ the latent identity adversaries) at `model.lr_d`
     (the paper: both 2e-4, §5.2)."""
     hp = model.hparams
     gen_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     disc_params = list(model.discriminator.parameters())
-    if model.latent_adversary is not None:
-        disc_params += list(model.latent_adversary.parameters())
+    for adversary in (model.latent_adversary, model.reencoded_adversary):
+        if adversary is not None:
+            disc_params += list(adversary.parameters())
     return torch.optim.RMSprop(gen_params, lr=hp.lr), torch.optim.RMSprop(disc_params, lr=hp.lr_d)
 
 
@@ -58,7 +59,8 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
                         weights: Mapping[str, float], generator: torch.Generator | None = None,
                         batch_number: int = 0) -> StepOutputs:
     """Minus eq. 5 on a real batch and its synthesized version G(I, c), c uniform; with their weights > 0 also
-    the latent identity adversary's cross-entropy on standardised mu (trained with D) and the R1 penalty.
+    the latent identity adversaries' cross-entropy (trained with D) on standardised mu and on the re-encoded
+    protected image mu(G(I, c)), and the R1 penalty.
 
     `model` provides the networks and settings (a `PPRLVGAN`); G is run without gradients.
     """
@@ -77,6 +79,11 @@ def discriminator_terms(model, x: torch.Tensor, identity: torch.Tensor, expressi
     if weights["latent_identity"] > 0:
         logits["latent_identity"] = model.latent_adversary(losses.standardize(mu))
         terms["latent_identity"] = F.cross_entropy(logits["latent_identity"], identity)
+    if weights["reencoded_identity"] > 0:  # the protected image re-encoded: what a re-encoding release reads
+        with torch.no_grad():
+            reencoded = model.encode(fake)[0]
+        logits["reencoded_identity"] = model.reencoded_adversary(losses.standardize(reencoded))
+        terms["reencoded_identity"] = F.cross_entropy(logits["reencoded_identity"], identity)
     if penalise:  # lazy: every `loss.r1_interval`-th batch, weighted by the interval (0 on the others)
         terms["r1_penalty"] = interval * losses.r1_penalty(real_logit, real)
     elif weights["r1_penalty"] > 0:
@@ -88,8 +95,9 @@ def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: 
                     weights: Mapping[str, float], generator: torch.Generator | None = None) -> StepOutputs:
     """Eq. 6 on G(I, c) with a fresh uniform code c per sample; with their weights > 0 also the reconstruction
     of I by G(I, y_id) (`rec_reconstruction`: on the samples whose c is I's own identity, or with
-    `loss.reconstruction=all` on a second decode of every image with its own code), the latent confusion (`g5_latent_confusion`) and
-    feature matching on D's trunk (`fm_feature_matching`)."""
+    `loss.reconstruction=all` on a second decode of every image with its own code), the latent confusion on mu
+    (`g5_latent_confusion`) and on the re-encoded protected image (`g6_reencoded_confusion`) and feature matching
+    on D's trunk (`fm_feature_matching`)."""
     target = model.random_identity(x.shape[0], generator)
     mu, logvar = model.encode(x)
     fake = model.decode(model.reparameterize(mu, logvar, generator), model.one_hot(target))
@@ -105,6 +113,9 @@ def generator_terms(model, x: torch.Tensor, identity: torch.Tensor, expression: 
             terms["rec_reconstruction"] = losses.reconstruction_loss(fake, x, target == identity)
     if weights["g5_latent_confusion"] > 0:
         terms["g5_latent_confusion"] = losses.confusion_loss(model.latent_adversary(losses.standardize(mu)))
+    if weights["g6_reencoded_confusion"] > 0:  # through the decoder and the encoder: mu(G(I, c)) names no one
+        reencoded = model.encode(fake)[0]
+        terms["g6_reencoded_confusion"] = losses.confusion_loss(model.reencoded_adversary(losses.standardize(reencoded)))
     if weights["fm_feature_matching"] > 0:
         with torch.no_grad():
             real_features = model.discriminator.trunk(model.augment_for_d(x, generator))
