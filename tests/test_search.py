@@ -141,6 +141,30 @@ def test_failed_jobs_are_failed_trials_and_the_search_goes_on(tmp_path):
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "multirun.yaml").is_file()
 
 
+def test_overrides_that_do_not_compose_stop_the_search(tmp_path):
+    """A misspelt key stops before any trial (a probe batch); a sampled value the config refuses fails its batch's
+    trials (not retried on resume) and stops the search."""
+    def refuse(batch):
+        raise ValueError("Could not override 'lambda.g9'")
+
+    with pytest.raises(ValueError):
+        make_search(tmp_path, FakeLauncher()).run([], validate=refuse)
+    assert not (tmp_path / "optuna.db").exists()
+    checked = []
+
+    def refuse_later(batch):
+        checked.append(batch)
+        if len(checked) > 1:
+            raise ValueError("lambda.g2: must be >= 0")
+
+    with pytest.raises(ValueError):
+        make_search(tmp_path, FakeLauncher(), n_trials=4, n_jobs=2).run([], validate=refuse_later)
+    assert checked[0] == [["lambda.g2=0.1"]]  # the probe: the range's low end
+    trials = search.load_study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"] and not any(search.is_killed(t) for t in trials)
+    assert trials[0].user_attrs["error"] == "does not compose: lambda.g2: must be >= 0"
+
+
 def test_a_killed_search_resumes_and_retries_the_killed_trial(tmp_path):
     first = make_search(tmp_path, FakeLauncher(), n_trials=4, n_jobs=1)
     study = first.open_study()  # as if killed after one finished trial and during the next
@@ -191,8 +215,9 @@ def test_four_trial_search_killed_mid_trial_resumes_and_reports(tmp_path):
     md = paths["md"].read_text()
     assert "| 2 | no results |" in md and "on the validation split" in md
     assert "## Search" in md and "1 killed and retried" in md and "Hypervolume of the front" in md
-    for key in ("search_history_png", "search_history_pdf", "search_front_png", "search_front_pdf", "png"):
-        assert paths[key].is_file(), key
+    for key in ("search_history", "search_front", "search_slice_identification", "search_slice_expression"):
+        assert paths[f"{key}_png"].is_file() and paths[f"{key}_pdf"].is_file(), key
+    assert paths["png"].is_file() and "curves_png" not in paths  # the slice plots stand in for the curves
 
 
 def test_without_the_extras_the_commands_stop_with_one_line(tmp_path, monkeypatch, capsys):

@@ -11,10 +11,11 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 - `pareto.png` / `.pdf`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
   higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
 - `curves.png` / `.pdf`: identification and expression CCR (attack II, and attack I) against each λ the sweep
-  varies, with 95 % intervals;
+  varies, with 95 % intervals (a grid);
 - for an Optuna search (`hydra/sweeper=optuna`, `optuna.db` in the folder): a "Search" section (trials by state,
-  failed trials and why) and Optuna's own plots, `search_history.png` / `.pdf` (hypervolume of the validation front
-  after each trial) and `search_front.png` / `.pdf`.
+  failed trials and why) and Optuna's own plots instead of the curves (no two jobs of a search share λ values):
+  `search_history` (hypervolume of the validation front after each trial), `search_front` and `search_slice_<task>`
+  (each objective against each searched λ), PNG + PDF.
 
 Selection (`pprl.sweep.choose_split`): when every evaluated job has a validation split (`dataset.val_fraction > 0`,
 `results/table2_val.json`) the Pareto front, the plot and the curves use attack II on the validation images, and
@@ -68,6 +69,12 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _value(value: Any) -> str:
+    """A λ value as shown: floats to 4 significant digits (a search's are sampled: 0.6869554381 -> 0.687), the rest as
+    they are; report.csv keeps them exact."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _other_overrides(job: Job) -> str:
     return " ".join(o for o in job.overrides if not o.lstrip("+~").startswith(("lambda.", "sweep=")))
 
@@ -96,7 +103,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     head += (["FID"] if show_fid else []) + ["device", "time", "Pareto"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j in jobs:
-        row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
+        row = [j.label, j.status] + [_value(j.lambdas.get(k, "")) for k in varying]
         if show_other:
             row.append(_other_overrides(j))
         if on_val:
@@ -170,7 +177,7 @@ def _interval(entry: dict, key: str) -> tuple[float, float] | None:
 
 
 def _lambda_text(job: Job, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k}={job.lambdas.get(k, '')}" for k in keys)
+    return ", ".join(f"{k}={_value(job.lambdas.get(k, ''))}" for k in keys)
 
 
 def pareto_points(jobs: Sequence[Job]) -> list[plots.ParetoPoint]:
@@ -252,6 +259,13 @@ def draw_curves(jobs: Sequence[Job], path: Path) -> tuple[Path, Path] | None:
 
 
 # ----------------------------------------------------------------------------- an Optuna search
+def is_search(root: Path) -> bool:
+    """Whether the sweep in `root` is an Optuna search (its study, `optuna.db`, lies there)."""
+    from pprl.sweep.search import DB_NAME
+
+    return (root / DB_NAME).is_file()
+
+
 def search_section(root: Path, out: Path, jobs: Sequence[Job]) -> tuple[list[str], dict[str, Path]]:
     """The report's part on an Optuna search (`hydra/sweeper=optuna` left `optuna.db` in the sweep dir): its trials
     and Optuna's own plots (`pprl.sweep.search.draw_study`); nothing for a grid. Without the `search` extra the
@@ -259,7 +273,7 @@ def search_section(root: Path, out: Path, jobs: Sequence[Job]) -> tuple[list[str
     from pprl.runtime.errors import MissingExtra
     from pprl.sweep import search
 
-    if not (root / search.DB_NAME).is_file():
+    if not is_search(root):
         return [], {}
     head = ["", "## Search", ""]
     try:
@@ -287,7 +301,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, P
         tmp.write_text(render_markdown(jobs, root) + "".join(f"{line}\n" for line in search_lines))
     paths = {"md": md, "csv": write_csv(jobs, out / "report.csv"), **search_paths}
     paths["png"], paths["pdf"] = draw_pareto(jobs, out / "pareto")
-    curves = draw_curves(jobs, out / "curves")
+    curves = None if is_search(root) else draw_curves(jobs, out / "curves")  # a search has search_slice instead
     if curves:
         paths["curves_png"], paths["curves_pdf"] = curves
     return paths

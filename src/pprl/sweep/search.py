@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -208,7 +209,9 @@ class Search:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         study = self.optuna.create_study(storage=self.storage, study_name=self.study_name, sampler=self.sampler,
                                          directions=[o.direction for o in self.objectives], load_if_exists=True)
-        study.set_metric_names([o.name for o in self.objectives])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", self.optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.name for o in self.objectives])
         killed = recover_killed(study)
         done = counted(study.get_trials(deepcopy=False))
         if done or killed:
@@ -220,6 +223,9 @@ class Search:
         """Ask, launch, tell, batch after batch, until `n_trials` trials have finished. `validate(batch)` checks
         the batch's overrides compose before they run (the Sweeper's `validate_batch_is_legal`)."""
         space, fixed = search_space([*self.params, *arguments])
+        if validate is not None:  # a misspelt key stops here, before the study has a trial
+            validate([trial_overrides({k: d.choices[0] if hasattr(d, "choices") else d.low
+                                       for k, d in space.items()}, fixed)])
         study = self.open_study()
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         while (left := self.n_trials - counted(study.get_trials(deepcopy=False))) > 0:
@@ -228,8 +234,13 @@ class Search:
             for i, trial in enumerate(trials):
                 trial.set_user_attr("job", first + i)
             batch = [trial_overrides(t.params, fixed) for t in trials]
-            if validate is not None:
-                validate(batch)
+            try:
+                if validate is not None:
+                    validate(batch)
+            except Exception as exc:  # a λ the config cannot take: failed trials (not retried), and a stop
+                for trial in trials:
+                    self.fail(study, trial, f"does not compose: {exc}")
+                raise
             returns = self.launcher.launch(batch, initial_job_idx=first)
             for trial, ret in zip(trials, returns):
                 self.tell(study, trial, ret)
@@ -247,12 +258,16 @@ class Search:
             if run_dir:
                 trial.set_user_attr("run_dir", str(run_dir))
         except TrialFailed as exc:
-            trial.set_user_attr("error", str(exc)[:500])
-            study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.fail(study, trial, str(exc))
             log.warning("trial %d (job %s) failed: %s; the search goes on", trial.number,
                         trial.user_attrs.get("job"), exc)
             return
         study.tell(trial, values)
+
+    def fail(self, study, trial, error: str) -> None:
+        """Tell the study that `trial` failed, and why (its `error` attribute: what `is_killed` looks for)."""
+        trial.set_user_attr("error", error[:500])
+        study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
 
 
 # ----------------------------------------------------------------------------- for the report
@@ -267,8 +282,9 @@ def study_lines(study) -> list[str]:
     aims = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, study.directions))
     lines = [f"Optuna study `{study.study_name}`: {len(trials)} trials (" +
              ", ".join(f"{v} {k}" for k, v in states.items() if v) + f"); objectives on the validation split: {aims}. "
-             "Trial k trained job k (its `job` attribute when a killed trial was retried). "
-             "See search_history.png (hypervolume of the front after each trial) and search_front.png."]
+             "Trial k is job k (after a killed and retried trial, see the trial's `job` attribute). See "
+             "search_history.png (hypervolume of the validation front after each trial), search_front.png and "
+             "search_slice_*.png (each objective against each searched λ)."]
     lines += [f"- trial {t.number} (job {t.user_attrs.get('job', '?')}): {t.user_attrs['error']}"
               for t in trials if "error" in t.user_attrs]
     return lines
@@ -276,12 +292,12 @@ def study_lines(study) -> list[str]:
 
 def draw_study(study, out: Path, reference: Sequence[float] | None) -> dict[str, Path]:
     """Optuna's own plots of the search, PNG + PDF: `search_history` (hypervolume of the validation front after
-    each trial, with `reference` in the objectives' order; only with two objectives or more and a reference) and
-    `search_front` (every trial, its front marked)."""
-    import warnings
-
+    each trial, with `reference` in the objectives' order; only with two objectives or more and a reference),
+    `search_front` (every trial, its front marked) and `search_slice_<objective>` (the objective against each
+    searched parameter)."""
     import matplotlib
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from pprl.plots.charts import save_figure
 
@@ -289,12 +305,21 @@ def draw_study(study, out: Path, reference: Sequence[float] | None) -> dict[str,
     paths: dict[str, Path] = {}
     with warnings.catch_warnings(), matplotlib.rc_context():  # optuna's plots are experimental and set a style
         warnings.simplefilter("ignore")
-        plots = [("search_front", lambda: vis.plot_pareto_front(study))]
+        names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+        plots = [("search_front", lambda: vis.plot_pareto_front(study), (6.4, 4.4))]
         if reference and len(study.directions) > 1:
-            plots.insert(0, ("search_history", lambda: vis.plot_hypervolume_history(study, list(reference))))
-        for name, draw in plots:
-            fig = draw().figure
-            fig.set_size_inches(6.4, 4.4)
+            plots.insert(0, ("search_history", lambda: vis.plot_hypervolume_history(study, list(reference)),
+                             (6.4, 4.4)))
+        plots += [(f"search_slice_{name.replace(' ', '_')}",
+                   lambda i=i, name=name: vis.plot_slice(study, target=lambda t: t.values[i], target_name=name),
+                   None) for i, name in enumerate(names)]  # Optuna sizes it by the number of parameters
+        for name, draw, size in plots:
+            axes = draw()
+            fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            for ax in fig.axes:  # log axes: the minor ticks' labels overlap
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            if size:
+                fig.set_size_inches(*size)
             paths[f"{name}_png"], paths[f"{name}_pdf"] = save_figure(fig, out / name)
             plt.close(fig)
     return paths
