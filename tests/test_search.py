@@ -249,14 +249,36 @@ def most_at_once(rows: list[dict]) -> int:
     return max(sum(r["start"] <= t < r["end"] for r in rows) for t in (r["start"] for r in rows))
 
 
-def test_ray_launcher_gives_every_job_its_gpu_share_and_the_report_reads_them(tmp_path):
-    """3 tiny training jobs on 1 declared GPU (a CPU machine: Ray accepts declared GPUs) with jobs_per_gpu=2: each job
-    sees the GPU, two train on it at once (a 0.5 GPU request each), never three."""
+@pytest.fixture
+def ray_head(tmp_path):
+    """An existing Ray cluster: `ray start --head --block` with 1 declared GPU (a CPU machine: Ray accepts declared
+    GPUs) and 4 CPUs on a free port; yields its address, then ends it (that process, by its id)."""
+    import socket
+
     pytest.importorskip("ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-gpus=1", "--num-cpus=4",
+                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()  # `ray start --block` stops the cluster's processes on SIGTERM
+        head.wait(60)
+        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()  # the note that this (now ended) cluster runs here
+
+
+def test_ray_launcher_on_an_existing_cluster_gives_every_job_its_gpu_share(tmp_path, ray_head):
+    """3 tiny training jobs, jobs_per_gpu=2, on a cluster with 1 GPU, reached by its address: each job sees the GPU,
+    two train on it at once (0.5 GPU each), never three; the report reads the sweep like any other."""
     sweep = tmp_path / "ray"
-    run_cli(["-m", "pprl.train", "--multirun", *TINY_SEARCH, "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=1",
-             "hydra.launcher.ray.init.num_cpus=4", "jobs_per_gpu=2", "lambda.g2=0.3,0.6,1.2", "lambda.g3=0.29",
-             f"hydra.sweep.dir={sweep}"], timeout=300)
+    run_cli(["-m", "pprl.train", "--multirun", *TINY_SEARCH, "hydra/launcher=ray",
+             f"hydra.launcher.ray.init.address={ray_head}", "jobs_per_gpu=2", "lambda.g2=0.3,0.6,1.2", "lambda.g3=0.29",
+             f"hydra.sweep.dir={sweep}"], timeout=300, env={"RAY_AUTH_MODE": "token"})  # the head's token auth
     rows = []
     for path in sweep.glob("*/results/train_summary.json"):  # a job's time: from its start to its last summary
         summary, end = json.loads(path.read_text()), path.stat().st_mtime
@@ -283,3 +305,20 @@ def test_ray_gpu_share_and_config():
     cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "hydra" / "launcher" / "ray.yaml")
     assert cfg.ray.init.address is None and cfg.ray.remote.num_gpus == "auto"
     assert list(itertools.chain(cfg)) == ["_target_", "ray"]  # hydra-ray-launcher's layout
+
+
+def test_ray_starts_a_local_instance_or_joins_a_cluster():
+    """Without an address: a new local instance with the declared resources (here 2 GPUs on a CPU machine), whatever
+    `ray start` left behind; with one: only what Ray accepts when it joins a cluster."""
+    ray = pytest.importorskip("ray")
+    from pprl.sweep.ray_tasks import init_arguments, start
+
+    init = dict(OmegaConf.load(Path(__file__).parents[1] / "conf" / "hydra" / "launcher" / "ray.yaml").ray.init)
+    assert init_arguments({**init, "address": "auto", "namespace": "x"}) == {"address": "auto", "namespace": "x"}
+    local = init_arguments({**init, "num_gpus": 2, "num_cpus": 1})
+    assert local == {"address": "local", "num_cpus": 1, "num_gpus": 2, "object_store_memory": 78643200,
+                     "include_dashboard": False}
+    try:
+        assert start({**init, "num_gpus": 2, "num_cpus": 1}) == 2.0
+    finally:
+        ray.shutdown()

@@ -42,15 +42,22 @@ def ray_module():
     return require_extra("ray", "ray", WHAT)
 
 
+def init_arguments(init: Mapping[str, Any]) -> dict[str, Any]:
+    """`ray.init`'s arguments from `hydra.launcher.ray.init`: with an address, those of an existing cluster (the
+    local instance's resources left out); without one, `address="local"`, a new instance even when a cluster that
+    `ray start` left behind is on this machine (Ray's default would join it); null values left to Ray."""
+    address = init.get("address")
+    kwargs = {k: v for k, v in init.items() if v is not None and not (address and k in LOCAL_ONLY)}
+    kwargs["address"] = address or "local"
+    return kwargs
+
+
 def start(init: Mapping[str, Any]) -> float:
-    """Connect this process to Ray, unless it already is: to the cluster at `init["address"]`, else to a new local
-    instance with the resources in `init` (null values: Ray detects them), even when `ray start` runs on this
-    machine. Returns the cluster's GPU count."""
+    """Connect this process to Ray (`init_arguments`), unless it already is; returns the cluster's GPU count."""
     ray = ray_module()
     if not ray.is_initialized():
         address = init.get("address")
-        kwargs = {k: v for k, v in init.items() if v is not None and not (address and k in LOCAL_ONLY)}
-        kwargs["address"] = address or "local"  # not Ray's default: that joins a cluster `ray start` left behind
+        kwargs = init_arguments(init)
         log.info("%s: ray.init(%s)", WHAT, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
         try:
             ray.init(**kwargs)
