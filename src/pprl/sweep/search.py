@@ -173,11 +173,13 @@ def next_job_num(trials) -> int:
 
 
 def trial_overrides(params: Mapping[str, Any], fixed: Mapping[str, str]) -> list[str]:
+    """A job's overrides: the trial's sampled values, then the fixed ones."""
     return [f"{k}={v}" for k, v in {**params, **fixed}.items()]
 
 
-def load_study(sweep_dir: str | Path, study_name: str = "pprl", storage: str | None = None):
-    """The study of a search in `sweep_dir` (for the report); None when it holds none."""
+def load_study(sweep_dir: str | Path, study_name: str | None = None, storage: str | None = None):
+    """The study of a search in `sweep_dir` (for the report: the only one its storage holds, unless named); None
+    when the folder holds no `optuna.db` (and no `storage` is given)."""
     if storage is None and not (Path(sweep_dir) / DB_NAME).is_file():
         return None
     optuna = optuna_module()
@@ -251,7 +253,7 @@ class Search:
     def tell(self, study, trial, ret) -> None:
         """Tell the study a job's objective values, or that it failed (and why)."""
         try:
-            if ret.status.name != "COMPLETED":
+            if ret.status.name != "COMPLETED":  # Hydra keeps the job's exception there (return_value re-raises it)
                 raise TrialFailed(f"{type(ret._return_value).__name__}: {ret._return_value}")
             values = objective_values(ret.return_value, self.objectives)
             run_dir = ret.return_value.get("run_dir")
@@ -272,7 +274,7 @@ class Search:
 
 # ----------------------------------------------------------------------------- for the report
 def study_lines(study) -> list[str]:
-    """The report's lines on a search: its trials by state, sampler, objectives, and the trials that failed."""
+    """The report's lines on a search: its trials by state, its objectives, and the trials that failed and why."""
     trials = study.get_trials(deepcopy=False)
     states = {"finished": sum(t.state.name == "COMPLETE" for t in trials),
               "failed": sum(t.state.name == "FAIL" and not is_killed(t) for t in trials),
