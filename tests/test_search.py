@@ -259,9 +259,9 @@ def ray_head(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-gpus=1", "--num-cpus=4",
-                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",  # `ray`
+                             "--num-gpus=1", "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats",
+                             "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield f"127.0.0.1:{port}"
     finally:
