@@ -11,7 +11,11 @@ the given folder (each holds `.hydra/config.yaml`, `.hydra/overrides.yaml` and `
 - `pareto.png` / `.pdf`: identification CCR (attack II; lower = more private) against expression CCR (attack II;
   higher = more useful), the Pareto front highlighted, 95 % intervals, random guess marked;
 - `curves.png` / `.pdf`: identification and expression CCR (attack II, and attack I) against each λ the sweep
-  varies, with 95 % intervals.
+  varies, with 95 % intervals (a grid);
+- for an Optuna search (`hydra/sweeper=optuna`, `optuna.db` in the folder): a "Search" section (trials by state,
+  failed trials and why) and Optuna's own plots instead of the curves (no two jobs of a search share λ values):
+  `search_history` (hypervolume of the validation front after each trial), `search_front` and `search_slice_<task>`
+  (each objective against each searched λ), PNG + PDF.
 
 Selection (`pprl.sweep.choose_split`): when every evaluated job has a validation split (`dataset.val_fraction > 0`,
 `results/table2_val.json`) the Pareto front, the plot and the curves use attack II on the validation images, and
@@ -29,8 +33,8 @@ from typing import Any, Sequence
 from pprl.plots import charts as plots
 from pprl.sweep import gpu_pool
 from pprl.runtime.imageio import atomic_path
-from pprl.sweep.jobs import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect, pareto_front,  # noqa: F401
-                        plotted)
+from pprl.sweep.jobs import (PARETO_SCENARIO, TASKS, Job, ReportError, _row_labels, collect,  # noqa: F401
+                             front_hypervolumes, pareto_front, plotted, random_guess)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -65,16 +69,14 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _value(value: Any) -> str:
+    """A λ value as shown: floats to 4 significant digits (a search's are sampled: 0.6869554381 -> 0.687), the rest as
+    they are; report.csv keeps them exact."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _other_overrides(job: Job) -> str:
     return " ".join(o for o in job.overrides if not o.lstrip("+~").startswith(("lambda.", "sweep=")))
-
-
-def _random_guess(jobs: Sequence[Job]) -> tuple[float, float] | None:
-    for j in jobs:
-        rid, rex = j.ccr("random_guess", "identification"), j.ccr("random_guess", "expression")
-        if rid is not None and rex is not None:
-            return rid, rex
-    return None
 
 
 def render_markdown(jobs: Sequence[Job], root: Path) -> str:
@@ -101,7 +103,7 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     head += (["FID"] if show_fid else []) + ["device", "time", "Pareto"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for j in jobs:
-        row = [j.label, j.status] + [str(j.lambdas.get(k, "")) for k in varying]
+        row = [j.label, j.status] + [_value(j.lambdas.get(k, "")) for k in varying]
         if show_other:
             row.append(_other_overrides(j))
         if on_val:
@@ -116,9 +118,15 @@ def render_markdown(jobs: Sequence[Job], root: Path) -> str:
     lines += ["", f"Pareto front ({labels[PARETO_SCENARIO]} on the {'validation' if on_val else 'test'} split: no "
               "other job has both a lower identification and a higher expression CCR): jobs "
               f"{', '.join(front) if front else '(none evaluated)'}. See pareto.png.", _selection_note(on_val)]
-    guess = _random_guess(jobs)
+    guess = random_guess(jobs)
     if guess:
         lines.append(f"Random guess: identification {_pct(guess[0])}, expression {_pct(guess[1])}.")
+    volumes = front_hypervolumes(jobs)
+    if volumes:
+        lines.append(f"Hypervolume of the front (the area it dominates up to random-guess identification and 0 "
+                     f"expression, CCR x CCR; larger is better): {volumes['selection']:.4f} on the "
+                     f"{'validation' if on_val else 'test'} split" + (f", {volumes['test']:.4f} for the selected "
+                                                                    "jobs' test figures." if on_val else "."))
     bad = [j for j in jobs if j.status != "ok"]
     if bad:
         lines += ["", "## Failed jobs", ""]
@@ -169,7 +177,7 @@ def _interval(entry: dict, key: str) -> tuple[float, float] | None:
 
 
 def _lambda_text(job: Job, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k}={job.lambdas.get(k, '')}" for k in keys)
+    return ", ".join(f"{k}={_value(job.lambdas.get(k, ''))}" for k in keys)
 
 
 def pareto_points(jobs: Sequence[Job]) -> list[plots.ParetoPoint]:
@@ -196,7 +204,7 @@ def draw_pareto(jobs: Sequence[Job], path: Path) -> tuple[Path, Path]:
     notes = [f"{missing} job(s) failed or not evaluated: not shown"] if missing else []
     header = "job: λ values" if _varying(jobs, _lambda_keys(jobs)) else "job"
     split = " (validation split)" if jobs and jobs[0].split == "val" else ""
-    fig = plots.pareto_figure(points, _random_guess(jobs), _row_labels()[PARETO_SCENARIO] + split, key_header=header,
+    fig = plots.pareto_figure(points, random_guess(jobs), _row_labels()[PARETO_SCENARIO] + split, key_header=header,
                               notes=notes)
     return plots.save_figure(fig, path)
 
@@ -247,23 +255,53 @@ def draw_curves(jobs: Sequence[Job], path: Path) -> tuple[Path, Path] | None:
     keys, curves = sweep_curves(jobs)
     if not keys:
         return None
-    return plots.save_figure(plots.curves_figure(curves, keys, _random_guess(jobs)), path)
+    return plots.save_figure(plots.curves_figure(curves, keys, random_guess(jobs)), path)
+
+
+# ----------------------------------------------------------------------------- an Optuna search
+def is_search(root: Path) -> bool:
+    """Whether the sweep in `root` is an Optuna search (its study, `optuna.db`, lies there)."""
+    from pprl.sweep.search import DB_NAME
+
+    return (root / DB_NAME).is_file()
+
+
+def search_section(root: Path, out: Path, jobs: Sequence[Job]) -> tuple[list[str], dict[str, Path]]:
+    """The report's part on an Optuna search (`hydra/sweeper=optuna` left `optuna.db` in the sweep dir): its trials
+    and Optuna's own plots (`pprl.sweep.search.draw_study`); nothing for a grid. Without the `search` extra the
+    report says so and goes on."""
+    from pprl.runtime.errors import MissingExtra
+    from pprl.sweep import search
+
+    if not is_search(root):
+        return [], {}
+    head = ["", "## Search", ""]
+    try:
+        study = search.load_study(root)
+    except MissingExtra as exc:
+        return head + [f"{exc}: the search's own plots are left out."], {}
+    guess = random_guess(jobs)
+    names = study.metric_names or []
+    reference = [guess[0] if n.endswith("identification") else 0.0 for n in names] if guess else None
+    return head + search.study_lines(study), search.draw_study(study, out, reference)
 
 
 # ----------------------------------------------------------------------------- entry point
 def write_report(root: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv, pareto.png/.pdf and (when a λ varies) curves.png/.pdf for the sweep in `root`
-    (into `out`, default `root`); returns their paths (keys md, csv, png, pdf, curves_png, curves_pdf)."""
+    """Write report.md, report.csv, pareto.png/.pdf, (when a λ varies) curves.png/.pdf and, for an Optuna search,
+    search_history.png/.pdf and search_front.png/.pdf for the sweep in `root` (into `out`, default `root`); returns
+    their paths (keys md, csv, png, pdf, curves_png, curves_pdf, search_history_png, ...)."""
     root = Path(root).expanduser().resolve()
     jobs = collect(root)
     out = Path(out).expanduser() if out else root
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
+    search_lines, search_paths = search_section(root, out, jobs)
     with atomic_path(md) as tmp:
-        tmp.write_text(render_markdown(jobs, root))
-    paths = {"md": md, "csv": write_csv(jobs, out / "report.csv")}
+        tmp.write_text(render_markdown(jobs, root) + "".join(f"{line}\n" for line in search_lines))
+    paths = {"md": md, "csv": write_csv(jobs, out / "report.csv"), **search_paths}
     paths["png"], paths["pdf"] = draw_pareto(jobs, out / "pareto")
-    curves = draw_curves(jobs, out / "curves")
+    curves = None if is_search(root) else draw_curves(jobs, out / "curves")  # a search has search_slice instead
     if curves:
         paths["curves_png"], paths["curves_pdf"] = curves
     return paths

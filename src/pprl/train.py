@@ -325,12 +325,14 @@ def record_failure(run_dir: Path, err: BaseException) -> Path:
     return path
 
 
-def run_job(cfg: DictConfig) -> None:
+def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     """One job: take a GPU from the pool (`gpu_pool`, set by hydra/launcher=gpus; one of its `jobs_per_gpu` slots)
     before CUDA starts, then train and evaluate, and print the run dir. A job that fails or diverges writes
     results/failed.json (a refused `resume=` leaves the run it names as it was); in a --multirun the sweep goes on
-    with the next job, a single run exits non-zero."""
+    with the next job, a single run exits non-zero. In a --multirun it returns its outcome (`pprl.sweep.jobs.outcome`:
+    status and validation figures), which a search (`hydra/sweeper=optuna`) reads its objectives from."""
     from pprl.runtime.cli import print_written
+    from pprl.sweep.jobs import outcome
 
     run_dir = Path(cfg.run_dir)
     failed = run_dir / "results" / "failed.json"
@@ -347,8 +349,9 @@ def run_job(cfg: DictConfig) -> None:
         if not _in_multirun():
             raise
         log.error("job failed (%s: %s); recorded in %s, the sweep goes on", type(err).__name__, err, path)
-        return
+        return outcome(run_dir)
     print_written("run dir", run_dir)
+    return outcome(run_dir) if _in_multirun() else None
 
 
 def resume_run_dir(argv: list[str]) -> list[str]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from omegaconf import DictConfig
 
@@ -97,6 +98,22 @@ def report_error(command: str, exc: BaseException, config_name: str = "") -> Non
     print(f"{command}: error: {one_line(exc, config_name)}", file=sys.stderr)
 
 
+@contextmanager
+def user_errors_exit(config_name: str) -> Iterator[None]:
+    """Run the block; a user error in it ends the command as one line and exit status 2 (with its traceback under
+    HYDRA_FULL_ERROR=1). Used around a command's work and by pprl's Hydra plugins (`hydra_plugins.pprl_sweep`),
+    whose errors would otherwise reach Hydra's own multi-line report."""
+    from pprl.runtime.clihelp import command_name
+
+    try:
+        yield
+    except user_error_types() as exc:
+        if full_errors():
+            raise
+        report_error(command_name(config_name), exc, config_name)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def print_written(label: str, path: str | Path) -> None:
     """The last line of a command that writes something: `<label>: <absolute path>`."""
     print(f"{label}: {Path(path).expanduser().resolve()}", flush=True)
@@ -114,10 +131,14 @@ def _compose_first(config_name: str, argv: Sequence[str]) -> DictConfig | None:
     return compose_config(config_name, keep)
 
 
-def run_hydra(config_name: str, cli: Callable[[DictConfig], int | None], positional: Sequence[str] = (),
+def run_hydra(config_name: str, cli: Callable[[DictConfig], Any], positional: Sequence[str] = (),
               options: Sequence[str] = (), check: Callable[[DictConfig], None] | None = None,
               help_sections: Sequence[Callable[[], list[str]]] = ()) -> None:
     """Compose `conf/<config_name>.yaml` with the command line, call `cli(cfg)`, exit with its non-zero code.
+
+    `cli` returns an exit code (an int or None), or a job's result for a sweeper (any other value, e.g. the dict
+    `pprl.train.run_job` returns in a --multirun): Hydra keeps it as the job's return value, which
+    `hydra/sweeper=optuna` reads its objectives from (`pprl.sweep.search`).
 
     Every command uses the same `version_base`; a command whose config composes registry-derived groups
     (`attack=all|strong`) imports their room (`pprl.attacks`) before calling this. `positional` / `options` keep the plain argument style of commands that had one
@@ -130,36 +151,27 @@ def run_hydra(config_name: str, cli: Callable[[DictConfig], int | None], positio
 
     from pprl.runtime.config import HYDRA_VERSION_BASE, config_dir
 
-    from pprl.runtime.clihelp import command_name
-
-    command = command_name(config_name)
     argv = as_overrides(sys.argv[1:], positional, options)
     if any(a in ("--help", "-h") for a in argv):
         from pprl.runtime.clihelp import command_help
 
         print(command_help(config_name, help_sections))
         sys.exit(0)
-    errors = user_error_types()
     if not full_errors():
-        try:
+        with user_errors_exit(config_name):
             composed = _compose_first(config_name, argv)
             if check is not None and composed is not None:
                 check(composed)
-        except errors as exc:
-            report_error(command, exc, config_name)
-            sys.exit(EXIT_USER_ERROR)
     sys.argv = [sys.argv[0], *argv]
 
     @hydra.main(version_base=HYDRA_VERSION_BASE, config_path=config_dir(), config_name=config_name)
-    def _main(cfg: DictConfig) -> None:
-        try:
-            code = cli(cfg)
-        except errors as exc:
-            if full_errors():
-                raise
-            report_error(command, exc, config_name)
-            sys.exit(EXIT_USER_ERROR)
-        if code:
-            sys.exit(code)
+    def _main(cfg: DictConfig) -> Any:
+        with user_errors_exit(config_name):
+            result = cli(cfg)
+        if result is None or isinstance(result, int):  # an exit code
+            if result:
+                sys.exit(result)
+            return None
+        return result  # a job's result, for the sweeper
 
     _main()

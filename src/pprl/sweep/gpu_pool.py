@@ -69,10 +69,10 @@ def gpu_count(jobs_per_gpu: int = 1) -> int:
     if n == 0:
         raise GpuPoolError("hydra/launcher=gpus: no GPU visible (CUDA_VISIBLE_DEVICES is empty or unset and "
                            "nvidia-smi lists none); set CUDA_VISIBLE_DEVICES=0,1,... or use the default launcher")
-    return n * _check_jobs_per_gpu(jobs_per_gpu)
+    return n * check_jobs_per_gpu(jobs_per_gpu)
 
 
-def _check_jobs_per_gpu(jobs_per_gpu) -> int:
+def check_jobs_per_gpu(jobs_per_gpu) -> int:
     if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
         raise GpuPoolError(f"jobs_per_gpu={jobs_per_gpu!r}: must be an integer >= 1")
     return jobs_per_gpu
@@ -124,7 +124,7 @@ class GpuPool:
             raise GpuPoolError(f"gpu pool {directory}: no devices to share")
         self.directory = Path(directory).expanduser()
         self.devices = [str(d) for d in devices]
-        self.jobs_per_gpu = _check_jobs_per_gpu(jobs_per_gpu)
+        self.jobs_per_gpu = check_jobs_per_gpu(jobs_per_gpu)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

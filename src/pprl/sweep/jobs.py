@@ -3,7 +3,8 @@
 `collect(<multirun dir>)` reads every job dir under it (`.hydra/config.yaml`, `.hydra/overrides.yaml`,
 `results/table2.json`, `results/table2_val.json` or `results/failed.json`). The Pareto front of attack II
 (identification vs expression CCR) is marked on the *validation* split when every evaluated job has one
-(`dataset.val_fraction > 0`), else on the test split (`choose_split`); `pprl.report` writes the report.
+(`dataset.val_fraction > 0`), else on the test split (`choose_split`); `hypervolume` measures a front (the area
+it dominates up to random-guess identification and 0 expression); `pprl.report` writes the report.
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ def read_job(job_dir: Path, root: Path) -> Job:
     return job
 
 
+def outcome(job_dir: str | Path) -> dict[str, Any]:
+    """What a finished job hands its sweeper (Hydra's job return value; `hydra/sweeper=optuna` reads its objectives
+    from it): status, error, run dir and the validation table (`results/table2_val.json`, {} without one). Plain
+    data, so that it travels back from a Ray worker; test figures stay out of it."""
+    job = read_job(Path(job_dir), Path(job_dir).parent)
+    return {"status": job.status, "error": job.error, "run_dir": str(job.dir), "val": job.val}
+
+
 def collect(root: str | Path) -> list[Job]:
     """Every job of the sweep in `root`, in job order; ReportError if there is none."""
     root = Path(root).expanduser()
@@ -179,6 +188,44 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return front
+
+
+def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area of the (identification, expression) plane that `points` dominate, bounded by `reference`: the union
+    of the rectangles [identification, ref identification] x [ref expression, expression]. Larger is better; a point
+    with identification at or above the reference's, or expression at or below it, adds nothing. Sort and sum."""
+    ref_id, ref_ex = reference
+    inside = sorted((i, e) for i, e in points if i < ref_id and e > ref_ex)
+    area, height = 0.0, ref_ex
+    for (ident, expr), right in zip(inside, [i for i, _ in inside[1:]] + [ref_id]):
+        height = max(height, expr)  # the best expression of the points at or left of this strip
+        area += (right - ident) * (height - ref_ex)
+    return area
+
+
+def random_guess(jobs: Sequence[Job]) -> tuple[float, float] | None:
+    """(identification, expression) CCR of guessing at random, from the first job whose Table 2 has the row."""
+    for j in jobs:
+        rid, rex = j.ccr("random_guess", "identification"), j.ccr("random_guess", "expression")
+        if rid is not None and rex is not None:
+            return rid, rex
+    return None
+
+
+def front_hypervolumes(jobs: Sequence[Job]) -> dict[str, float] | None:
+    """Hypervolume of the sweep's front on the split it selects on (`selection`), and of the selected jobs' test
+    figures (`test`), with the reference (random-guess identification, 0 expression); None without random guess."""
+    guess = random_guess(jobs)
+    if guess is None:
+        return None
+    reference = (guess[0], 0.0)
+    on_plane = plotted(jobs)
+    selected = [j for j in on_plane if j.pareto]
+    test = [(j.ccr(PARETO_SCENARIO, "identification"), j.ccr(PARETO_SCENARIO, "expression")) for j in selected]
+    return {"selection": hypervolume([(j.selection_ccr("identification"), j.selection_ccr("expression"))
+                                      for j in on_plane], reference),
+            "test": hypervolume([p for p in test if None not in p], reference),
+            "reference_identification": reference[0]}
 
 
 def plotted(jobs: Sequence[Job]) -> list[Job]:
