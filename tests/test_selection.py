@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from conftest import compose_train
-from pprl.attacks import ScenarioResult, TaskResult
 from pprl.datasets.split import make_splits, split_indices
 
 
