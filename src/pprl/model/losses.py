@@ -164,7 +164,7 @@ def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution minus its minimum log N: 0 when the classifier is maximally unsure.
 
     Used by the latent identity adversary (`lambda.g5`, pprl_plus): the encoder minimises it on mu so that
-    no classifier can read the identity from the released representation (beyond the paper, see README).
+    no classifier can read the identity from mu (beyond the paper; docs: training and presets).
     """
     return -F.log_softmax(logits, dim=1).mean(dim=1).mean() - math.log(logits.shape[1])
 

@@ -8,8 +8,8 @@
 | `train.data_on_device` | true in single-device runs (`pprl.runtime.pixels`) | false |
 
 None changes what is computed (the loss of eq. 5 / 6, the networks of Table 1, the data order); bf16 changes the
-arithmetic (measured on the 2-core CPU: 1.5x faster, Table 2 and the images unchanged within seed noise; README,
-"Beyond the paper"). `trainer.precision=32-true` gives the fp32 run, bit-identical with `trainer.deterministic=true`.
+arithmetic (measured on the 2-core CPU: 1.5x faster, Table 2 and the images unchanged within seed noise; docs:
+training and presets). `trainer.precision=32-true` gives the fp32 run, bit-identical with `trainer.deterministic=true`.
 `true` / `false` (and any Lightning precision) force a setting; `benchmarks/gpu.sh` measures each one on a GPU.
 """
 
