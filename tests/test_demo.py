@@ -25,6 +25,15 @@ from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 FAST_DETECT = ["detect.rotations=[0]", "detect.video_min_size=40", "detect.video_codec=ffv1"]
 
 
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch):
+    """The variables `pprl.demo.serve` sets before importing Gradio, restored after each test."""
+    from pprl.demo.serve import OFFLINE_ENV
+
+    for key, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
 def demo_config(run: Path, *overrides: str):
     return compose_config("demo", [f"run_dir={run}", "device=cpu", *overrides])
 

@@ -5,6 +5,7 @@ anywhere but the server. A screenshot is saved under the test's tmp dir."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import urllib.request
 
@@ -17,8 +18,11 @@ from pprl.demo.browser import (click_and_wait, click_until_image, fetch_image, f
 if find_binaries() is None:
     pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
-pytest.importorskip("selenium", reason="the dev extra is not installed (selenium)")
-pytest.importorskip("gradio", reason="the demo extra is not installed (gradio)")
+for _module, _extra in (("selenium", "dev"), ("gradio", "demo")):  # found, not imported: Gradio is imported by
+    if importlib.util.find_spec(_module) is None:                    # the server with its offline settings
+        pytest.skip(f"the {_extra} extra is not installed ({_module})", allow_module_level=True)
+
+from test_demo import _offline_env  # noqa: E402, F401  (the fixture: Gradio's variables restored after the test)
 
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 

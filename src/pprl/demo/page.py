@@ -139,13 +139,14 @@ def _media_tab(gr, demo: Demo, targets, draw, kind: str) -> None:
             target = gr.Dropdown(targets, value=RANDOM, label="Target identity c (per face)", elem_id=f"{kind}-target")
             with gr.Row():
                 run = gr.Button("Protect", variant="primary", elem_id=f"{kind}-run")
-                redraw = gr.Button("Re-draw", elem_id=f"{kind}-redraw")
+                redraw = gr.Button("Re-draw", elem_id=f"{kind}-redraw", visible=not demo.release.deterministic)
         with gr.Column(scale=2):
-            if kind == "photo":
-                outputs = [gr.Image(label="Faces found", format="png", interactive=False, elem_id="photo-boxes"),
-                           gr.Image(label="Protected", format="png", interactive=False, elem_id="photo-protected")]
-            else:
-                outputs = [gr.Video(label="Protected clip", interactive=False, elem_id="video-protected")]
+            with gr.Row():
+                if kind == "photo":
+                    outputs = [gr.Image(label=label, format="png", height=360, interactive=False, elem_id=eid)
+                               for label, eid in (("Faces found", "photo-boxes"), ("Protected", "photo-protected"))]
+                else:
+                    outputs = [gr.Video(label="Protected clip", interactive=False, elem_id="video-protected")]
             status = gr.Markdown(elem_id=f"{kind}-status", elem_classes="status")
 
     def protect(path, tgt, k):
@@ -170,10 +171,11 @@ def _morph_tab(gr, demo: Demo, n_examples: int) -> None:
                                 *demo.identities], value=PREDICTED, label="Identity code c of the strip")
             run = gr.Button("Morph", variant="primary", elem_id="morph-run")
             gr.Examples(demo.example_pairs(max(1, n_examples // 4)), [first, second],
-                        label="Test pairs: one subject, two expressions")
+                        label="Test pairs: one subject, two expressions", elem_id="morph-examples")
         with gr.Column(scale=2):
-            strip = gr.Image(label="Dec((1 - a) f(I1) + a f(I2), c)", format="png", interactive=False,
-                             elem_id="morph-strip")
+            gr.Markdown("Paper Fig. 6 (eq. 7): Dec((1 - a) f(I1) + a f(I2), c) for a from 0 to 1, f as the release "
+                        "derives it")
+            strip = gr.Image(show_label=False, format="png", interactive=False, elem_id="morph-strip")
             status = gr.Markdown(elem_id="morph-status", elem_classes="status")
 
     def morph(a, b, c):
