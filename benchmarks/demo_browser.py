@@ -1,13 +1,15 @@
 """Click-to-image time of the demo page in a real browser (issue 23), and the page's screenshot for the docs.
 
-    python benchmarks/demo_browser.py RUN_DIR [--repeats 5] [--screenshot docs/img/demo.png] [--out FILE.json]
+    python benchmarks/demo_browser.py RUN_DIR [key=value ...] [--repeats 5] [--screenshot docs/img/demo.png]
+                                      [--out FILE.json]
 
 Serves `pprl.demo` for RUN_DIR on 127.0.0.1 (CPU, one torch thread), opens it in headless Chromium (Selenium,
 `pprl.demo.browser`) and times, from the click on Protect to the protected image loaded in the page:
 
 - a face crop of the model's size: test faces of the run, alternating (a new image each time);
 - a 640x480 photo with one face (`skimage.data.astronaut()` on a grey canvas, shifted by a pixel each time), the
-  photo tab with the demo's default detector settings (three in-plane angles, faces from 40 px).
+  photo tab with the demo's detector settings (default: three in-plane angles, faces from 40 px; `key=value`
+  arguments change `conf/demo.yaml`, e.g. `detect.rotations=[0]`).
 
 Each timing also gives the server's own share (the status line's seconds: the handler, without the upload, the
 PNG encoding and the browser's download). The screenshot is taken of the crop tab after a result is shown.
@@ -65,6 +67,7 @@ def timed(driver, tab: str, files: list[Path], repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
+    parser.add_argument("overrides", nargs="*", help="conf/demo.yaml settings, e.g. detect.rotations=[0]")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--screenshot", type=Path)
     parser.add_argument("--out", type=Path)
@@ -78,7 +81,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     load_before = os.getloadavg()
-    cfg = compose_config("demo", [f"run_dir={args.run_dir}", "device=cpu", f"port={free_port()}"])
+    cfg = compose_config("demo", [f"run_dir={args.run_dir}", "device=cpu", f"port={free_port()}", *args.overrides])
     page, demo, url = start(cfg, block=False)
     tmp = Path(tempfile.mkdtemp(prefix="pprl-demo-bench-"))
     driver = browser.start_browser(tmp / "profile", 1280, 1000)
@@ -94,7 +97,8 @@ def main() -> None:
         driver.quit()
         page.close()
         demo.close()
-    result = {"run_dir": str(args.run_dir), "image_size": demo.size, "release": demo.release.describe(),
+    result = {"run_dir": str(args.run_dir), "overrides": args.overrides, "image_size": demo.size,
+              "release": demo.release.describe(),
               f"crop_{demo.size}px": crop, "photo_640x480": shot, "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "load_average_before": load_before, "load_average_after": os.getloadavg()}

@@ -126,8 +126,8 @@ class Demo:
             return "the model's own discriminator heads (D2 identity, D3 expression; trained with the model)"
         acc = self.classifiers.summary()
         return ("the run's judges, trained on its real training images (the identifier is attack I's attacker); "
-                f"on real test faces: identity {acc.get('identity_acc_real_test', 0):.0%}, "
-                f"expression {acc.get('expression_acc_real_test', 0):.0%}")
+                f"on real test faces: identity {acc.get('identity_acc_real_test') or 0:.0%}, "
+                f"expression {acc.get('expression_acc_real_test') or 0:.0%}")
 
     def target_codes(self, target: str, draw: int) -> list[int]:
         """The identity codes c of a target: one seeded pick for `random`, every code for `all`, or the named one."""
