@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
         driver.quit()
         page.close()
         demo.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     result = {"run_dir": str(args.run_dir), "overrides": args.overrides, "image_size": demo.size,
               "release": demo.release.describe(),
               f"crop_{demo.size}px": crop, "photo_640x480": shot, "cpu": platform.processor() or platform.machine(),
