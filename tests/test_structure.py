@@ -10,8 +10,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_LINES = 400
 
 #: the rooms of src/pprl/ and their floors: a module imports modules of its own room or of lower floors only
-#: (docs/architecture.md draws them). The commands (`python -m pprl.<command>`: the top-level modules and the
-#: `pprl.data` command package) stand above every room; nothing imports them.
+#: (docs/architecture.md draws them). The commands (`python -m pprl.<command>`: the top-level modules, the
+#: `pprl.data` command package and a room's `__main__`, e.g. `python -m pprl.demo`) stand above every room;
+#: nothing imports them.
 FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "faces": 4, "anonymizers": 4,
           "attacks": 5, "apps": 6, "sweep": 6, "demo": 7}
 COMMAND_PACKAGES = ("pprl.data",)
@@ -104,10 +105,11 @@ def test_no_source_file_over_400_lines():
 
 
 def room_of(module: str) -> str | None:
-    """The room (sub-package of pprl) a module lives in; None for the commands and `pprl` itself."""
+    """The room (sub-package of pprl) a module lives in; None for the commands (a room's `__main__` is the
+    room's command) and `pprl` itself."""
     parts = module.split(".")
     commands = any(module == pkg or module.startswith(pkg + ".") for pkg in COMMAND_PACKAGES)
-    if len(parts) < 2 or commands or not (SRC / "pprl" / parts[1]).is_dir():
+    if len(parts) < 2 or commands or parts[-1] == "__main__" or not (SRC / "pprl" / parts[1]).is_dir():
         return None
     return parts[1]
 
@@ -151,6 +153,10 @@ def test_the_layer_rules_catch_what_they_forbid():
     assert layer_violations(graph) == ["pprl.datasets.a -> pprl.model.b: floor 1 imports floor 2",
                                        "pprl.datasets.a -> pprl.runtime.cli: a room calls the command glue",
                                        "pprl.datasets.a -> pprl.train: a command is imported"]
+    # a room's __main__ is its command: it may call the glue, and no module may import it
+    graph = {"pprl.model.__main__": {"pprl.runtime.cli", "pprl.model.b"}, "pprl.model.b": {"pprl.model.__main__"},
+             "pprl.runtime.cli": set()}
+    assert layer_violations(graph) == ["pprl.model.b -> pprl.model.__main__: a command is imported"]
 
 
 def test_rooms_import_only_downwards():
