@@ -10,7 +10,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from .charts import FRONT_COLOUR, ParetoPoint, _error_bars, _new_figure, _percent_axis, _style
+from .charts import FRONT_COLOUR, ParetoPoint, _error_bars, _new_figure, _style, privacy_utility_axes
 
 LEARNED_COLOUR = "black"
 
@@ -35,20 +35,8 @@ def tradeoff_figure(series: Sequence[Series], random_guess: tuple[float, float] 
     with _style():
         fig = _new_figure(8.6, 6.4)
         ax = fig.subplots()
-        ax.set_title(title or f"Face anonymizers: privacy against utility ({scenario})")
-        ax.set_xlabel(f"identification CCR, {scenario} (lower = more private)")
-        ax.set_ylabel(f"expression CCR, {scenario} (higher = more useful)")
-        for axis, (lo, hi) in ((ax.set_xlim, (-0.02, 1.02)), (ax.set_ylim, (-0.02, 1.02))):
-            axis(lo, hi)
-        _percent_axis(ax.xaxis)
-        _percent_axis(ax.yaxis)
-        ax.grid(True, color="0.9", linewidth=0.6)
-        ax.set_axisbelow(True)
-        if random_guess is not None:
-            gx, gy = random_guess
-            ax.axvline(gx, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
-            ax.axhline(gy, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
-            ax.plot([gx], [gy], linestyle="none", marker="X", markersize=9, color="0.3", label="random guess", zorder=4)
+        privacy_utility_axes(ax, title or f"Face anonymizers: privacy against utility ({scenario})", scenario,
+                             random_guess)
         colours = iter(f"C{k}" for k in range(100))
         everything = [p for s in series for p in s.points]
         _error_bars(ax, everything, "0.8", None)
