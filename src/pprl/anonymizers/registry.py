@@ -35,11 +35,12 @@ class Param:
     least: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
+    optional: bool = False  # null allowed (a default the anonymizer picks)
 
     def problem(self, value: Any, where: str) -> str | None:
         """What is wrong with `value` (None: fine)."""
         if value is None:
-            return f"{where}: missing" + (f" ({self.help})" if self.help else "")
+            return None if self.optional else f"{where}: missing" + (f" ({self.help})" if self.help else "")
         if self.choices:
             return None if value in self.choices else f"{where}={value!r}: allowed values are {', '.join(self.choices)}"
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -86,7 +87,7 @@ def anonymizer(name: str, **fields: Any) -> Callable[[Callable], Callable]:
     return register
 
 
-def _values(value: Any) -> list[Any]:
+def swept_values(value: Any) -> list[Any]:
     """A setting's values: a list (or tuple, ListConfig) sweeps, anything else is one value."""
     return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
 
@@ -98,7 +99,7 @@ def grid(name: str, block: Mapping[str, Any]) -> list[dict[str, Any]]:
     if entry.expand is not None:
         return entry.expand(block)
     keys = list(block)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(_values(block[k]) for k in keys))]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(swept_values(block[k]) for k in keys))]
 
 
 def _plain(value: Any) -> Any:
@@ -122,7 +123,7 @@ def anonymizer_problems(blocks: Mapping[str, Any] | None) -> list[str]:
         problems += [f"anonymizer.{name}.{key}: unknown setting of {name} (it takes {', '.join(entry.params) or 'none'})"
                      for key in block if key not in entry.params]
         for key, param in entry.params.items():
-            values = _values(_plain(block.get(key)))
+            values = swept_values(_plain(block.get(key)))
             if not values:
                 problems.append(f"anonymizer.{name}.{key}: an empty list sweeps nothing")
             for value in values:
@@ -142,7 +143,8 @@ def labels(name: str, settings: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for s in settings:
         run = [Path(str(s["run_dir"])).name] if s.get("run_dir") else []
-        out.append(" ".join([name, *run, *(f"{symbols.get(k, k)}={_short(s.get(k))}" for k in varying if k in s)]))
+        shown = [f"{symbols.get(k, k)}={_short(s[k])}" for k in varying if s.get(k) is not None]
+        out.append(" ".join([name, *run, *shown]))
     return out
 
 
