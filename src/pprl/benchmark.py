@@ -34,7 +34,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("pprl.benchmark")
-PLANE = "attack_II"  # the plane of the figure and the front: the parrot, trained on protected images
+PLANE = "attack_II"  # the plane of the front and the dominance lines: the parrot, trained on protected images
+PLANE_NAMES = {"attack_I": "naive: trained on original images", "attack_II": "parrot: trained on protected images"}
 LIST_KEYS = re.compile(r"^(anonymizer(\.[\w.]+)?|scenarios)=([^\[\]'\"]*,[^\[\]'\"]*)$")
 
 
@@ -105,16 +106,17 @@ def ccr(row: dict[str, Any], scenario: str, task: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def plane_points(rows: list[dict[str, Any]]):
-    """The ok rows as `ParetoPoint`s of attack II (labelled by their setting), the Pareto front marked."""
+def plane_points(rows: list[dict[str, Any]], scenario: str = PLANE):
+    """The ok rows as `ParetoPoint`s of a scenario (labelled by their setting, `description` = the anonymizer), the
+    Pareto front marked."""
     from pprl.plots.charts import ParetoPoint
     from pprl.sweep.jobs import pareto_front
 
     points = []
     for row in rows:
-        x, y = ccr(row, PLANE, "identification"), ccr(row, PLANE, "expression")
+        x, y = ccr(row, scenario, "identification"), ccr(row, scenario, "expression")
         if x is not None and y is not None:
-            entry = row["attacks"][PLANE]
+            entry = row["attacks"][scenario]
             points.append(ParetoPoint(row["label"], x, y, False, tuple(entry["identification_ci95"]),
                                       tuple(entry["expression_ci95"]), row["anonymizer"]))
     for i in pareto_front([(p.identification, p.expression) for p in points]):
@@ -126,6 +128,18 @@ def _pct(value: float | None, ci=None) -> str:
     if value is None:
         return "n/a"
     return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and ci[0] != ci[1] else "")
+
+
+def _advantages(b, p) -> str:
+    """Where baseline point `b` beats `p`: more private (lower identification) and/or more useful (higher
+    expression), each marked when the 95 % intervals overlap."""
+    out = []
+    for word, better, clear in (("more private", b.identification < p.identification,
+                                 b.identification_ci[1] < p.identification_ci[0]),
+                                ("more useful", b.expression > p.expression, b.expression_ci[0] > p.expression_ci[1])):
+        if better:
+            out.append(word + ("" if clear else ", within the 95 % intervals"))
+    return " and ".join(out) or "equal"
 
 
 def dominance_lines(points) -> list[str]:
@@ -142,9 +156,7 @@ def dominance_lines(points) -> list[str]:
         if not losses:
             lines.append(head + ": every one (lower identification at a higher expression CCR).")
             continue
-        why = [f"{b.label} ({_pct(b.identification)} % / {_pct(b.expression)} %: "
-               f"{' and '.join(w for w, bad in (('more private', b.identification < p.identification), ('more useful', b.expression > p.expression)) if bad) or 'equal'})"  # noqa: E501
-               for b in losses]
+        why = [f"{b.label} ({_pct(b.identification)} % / {_pct(b.expression)} %: {_advantages(b, p)})" for b in losses]
         lines.append(head + "; not: " + "; ".join(why) + ".")
     return lines
 
@@ -152,10 +164,12 @@ def dominance_lines(points) -> list[str]:
 def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """benchmark.md: the table (CCR % with 95 % intervals), chance, the front, the dominance lines, failures."""
     from pprl.attacks.registry import row_titles, scenario_of_row
+    from pprl.sweep.jobs import _row_labels
 
     ok = [r for r in rows if r.get("status") == "ok"]
-    shown = [k for k in dict.fromkeys(k for r in ok for k in r["attacks"]) if k not in ("unconstrained", "random_guess")]
-    labels = {name: title.split(" (")[0] for name, title in row_titles().items()}
+    shown = [k for k in dict.fromkeys(k for r in ok for k in r["attacks"]) if k not in ("unconstrained",
+                                                                                      "random_guess")]
+    labels = _row_labels()
     head = ["setting"]
     for name in shown:
         head += [f"{labels.get(name, name)} id", f"{labels.get(name, name)} expr"] if _is_ccr(ok, name) else \
@@ -202,24 +216,29 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any], f
     from pprl.plots.charts import save_figure
     from pprl.plots.tradeoff import Series, tradeoff_figure
     from pprl.runtime.imageio import atomic_path
+    from pprl.sweep.jobs import _row_labels
 
     with atomic_path(out / "benchmark.json") as tmp:
         tmp.write_text(json.dumps(rows, indent=1, default=str))
     with atomic_path(out / "benchmark.md") as tmp:
         tmp.write_text(render_markdown(rows, meta))
-    points = plane_points(rows)
-    if not points or not figure:
+    if not figure:
         return
-    series = []
-    for name in dict.fromkeys(p.description for p in points):
-        mine = [p for p in points if p.description == name]
-        for p in mine:  # beside each point: its parameters (or its run) without the anonymizer's name
-            p.label = p.label.removeprefix(name).strip() if len(mine) > 1 or name == "pprl" else ""
-        series.append(Series(name, mine, learned=name == "pprl"))
+    panels = []
+    for scenario in ("attack_I", PLANE):  # the naive attacker beside the parrot
+        points = plane_points(rows, scenario)
+        series = []
+        for name in dict.fromkeys(p.description for p in points):
+            mine = [p for p in points if p.description == name]
+            for p in mine:  # beside each point: its parameters (or its run) without the anonymizer's name
+                p.label = p.label.removeprefix(name).strip() if len(mine) > 1 or name == "pprl" else ""
+            series.append(Series(name, mine, learned=name == "pprl"))
+        if series:
+            panels.append((_row_labels()[scenario], PLANE_NAMES[scenario], series))
     guess = next((r["attacks"]["random_guess"] for r in rows if "random_guess" in (r.get("attacks") or {})), None)
     chance = (guess["identification"], guess["expression"]) if guess else None
-    save_figure(tradeoff_figure(series, chance, "attack II", f"Face anonymizers on {meta['dataset']} (attack II)"),
-                out / "benchmark")
+    if panels:
+        save_figure(tradeoff_figure(panels, chance, f"Face anonymizers on {meta['dataset']}"), out / "benchmark")
 
 
 # ----------------------------------------------------------------------------- the command

@@ -120,7 +120,8 @@ def anonymizer_problems(blocks: Mapping[str, Any] | None) -> list[str]:
             problems.append(f"anonymizer.{name}: unknown anonymizer; allowed: {', '.join(ANONYMIZERS)}")
             continue
         block = dict(block or {})
-        problems += [f"anonymizer.{name}.{key}: unknown setting of {name} (it takes {', '.join(entry.params) or 'none'})"
+        takes = ", ".join(entry.params) or "none"
+        problems += [f"anonymizer.{name}.{key}: unknown setting of {name} (it takes {takes})"
                      for key in block if key not in entry.params]
         for key, param in entry.params.items():
             values = swept_values(_plain(block.get(key)))
