@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_OVERRIDES
-from pprl.benchmark import as_lists, check, run_benchmark
+from pprl.benchmark import as_lists, check, dominance_lines, plane_points, run_benchmark
 from pprl.release import load_release
 from pprl.runtime.config import compose_config
 
@@ -68,6 +68,24 @@ def test_comma_lists_and_bad_settings_on_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pprl.benchmark", f"output={tmp_path}", "anonymizer=blur,smear"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "smear" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def _row(label, anonymizer, ident, expr, half=0.02):
+    entry = {"identification": ident, "expression": expr, "identification_ci95": [ident - half, ident + half],
+             "expression_ci95": [expr - half, expr + half]}
+    return {"label": label, "anonymizer": anonymizer, "status": "ok", "attacks": {"attack_II": entry}}
+
+
+def test_the_front_and_what_a_run_does_not_dominate():
+    rows = [_row("none", "none", 1.0, 0.99), _row("blur σ=8", "blur", 0.9, 0.2), _row("k_same k=6", "k_same_pixel",
+            0.17, 0.3), _row("noise σ=9", "noise", 0.6, 0.97, half=0.05), _row("pprl run", "pprl", 0.2, 0.95),
+            {"label": "pixelate block=99", "anonymizer": "pixelate", "status": "failed", "error": "x"}]
+    points = plane_points(rows)
+    assert [p.label for p in points if p.on_front] == ["none", "k_same k=6", "noise σ=9", "pprl run"]
+    (line,) = dominance_lines(points)  # `none` is the reference, not a baseline point
+    assert line.startswith("- pprl run (identification 20.0 %, expression 95.0 %) dominates 1 of 3 baseline points")
+    assert "k_same k=6 (17.0 % / 30.0 %: more private, within the 95 % intervals)" in line
+    assert "noise σ=9 (60.0 % / 97.0 %: more useful, within the 95 % intervals)" in line and "blur" not in line
 
 
 def _portraits(root, size=64, per_group=5):
