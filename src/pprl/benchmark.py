@@ -259,7 +259,8 @@ def run_benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     if attack_cfg.get("num_threads"):
         torch.set_num_threads(int(attack_cfg.num_threads))
-    meta = {"dataset": f"{cfg.dataset.name}" + (f" ({cfg.dataset.root})" if cfg.dataset.get("root") else ""),
+    meta = {"dataset": f"{cfg.dataset.name}" + (f" ({Path(str(cfg.dataset.root)).name})" if cfg.dataset.get("root")
+                                                 else ""),
             "images": f"{len(splits.train)} train / {len(splits.test)} test, {splits.num_identities} identities, "
                       f"{splits.num_expressions} expressions, {splits.image_size} px",
             "protected versions per image": f"{cfg.versions or splits.num_identities} (baselines); N_id codes (pprl)",
