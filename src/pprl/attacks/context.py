@@ -1,6 +1,13 @@
 """The shared state of one evaluation: the model and the release it is measured with, the data, the attack settings
 and the work several scenarios reuse (the unconstrained classifiers, the protected test and training sets, attack
 II's classifiers), each computed once, lazily, by the first scenario that needs it (its time is counted there).
+
+The "release" may also be an image anonymizer with no model (`model=None`: the benchmark's baselines, see
+`pprl.attacks.protect`); the attackers' conv width then comes from their settings, else `DEFAULT_WIDTH`.
+
+`real_work` holds what reads only the real images (the unconstrained classifiers, the image-quality judges and
+floor, the face recognizer's gate and enrolment): contexts that measure several anonymizers or releases on the same
+data with the same attack settings and seed can share one dict (`pprl.benchmark`), so each is computed once.
 """
 
 from __future__ import annotations
@@ -21,17 +28,24 @@ from .protect import ProtectedSet, as_release, model_device, protect
 from .results import TaskResult
 
 
+#: the attackers' and judges' conv width w when their settings say null and there is no model to take it from
+#: (PPRL-VGAN's default width, conf/model/paper.yaml)
+DEFAULT_WIDTH = 32
+
+
 def derived_seed(seed: int, *names: str) -> int:
     """A stable per-purpose seed, so each classifier is reproducible whichever scenarios run."""
     return (int(seed) * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**31 - 1)
 
 
 class AttackContext:
-    """The model, its release (`pprl.release`: what every row measures; default the one the model ships with),
-    the data and the attack config, plus the work shared between scenarios (computed lazily)."""
+    """The model, its release (`pprl.release`: what every row measures; default the one the model ships with; or an
+    image anonymizer with `model=None`), the data and the attack config, plus the work shared between scenarios
+    (computed lazily)."""
 
     def __init__(self, model, splits: FaceSplits, attack_cfg: DictConfig | dict, seed: int,
-                 device: torch.device | str | None = None, run_dir: str | Path | None = None, release=None):
+                 device: torch.device | str | None = None, run_dir: str | Path | None = None, release=None,
+                 real_work: dict[str, Any] | None = None):
         self.model = model
         self.release = as_release(release if release is not None else model)
         self.run_dir = Path(run_dir) if run_dir is not None else None  # where the judges are cached (None: not)
@@ -41,13 +55,32 @@ class AttackContext:
         self.device = torch.device(device) if device is not None else model_device(model)
         self.batch_size = int(self.cfg.batch_size)
         self.names = {"identification": list(splits.identities), "expression": list(splits.expressions)}
-        self._original: dict[str, Any] | None = None
+        self.real_work: dict[str, Any] = {} if real_work is None else real_work  # see the module docstring
         self._protected_test: ProtectedSet | None = None
         self._protected_train: ProtectedSet | None = None
         self.keep_protected_train = False  # set by run_scenarios when attack_II_strong reuses attack II's set
         self.shared: dict[str, Any] = {}  # trained attackers reused by later scenarios (e.g. by linkability)
 
     # ------------------------------------------------------------------ shared work
+    @property
+    def model_width(self) -> int:
+        """The conv width of the model under attack (`DEFAULT_WIDTH` without one): attackers and judges whose
+        settings say `width: null` take it."""
+        return int(self.model.hparams.width) if self.model is not None else DEFAULT_WIDTH
+
+    def attacker_width(self, block) -> int:
+        """The conv width of the attacker a settings block describes: its `width`, else `model_width`."""
+        return int(block.get("width") or self.model_width)
+
+    @property
+    def _original(self) -> dict[str, Any] | None:
+        """The unconstrained classifiers once trained (they read only real images: kept in `real_work`)."""
+        return self.real_work.get("unconstrained")
+
+    @_original.setter
+    def _original(self, classifiers: dict[str, Any] | None) -> None:
+        self.real_work["unconstrained"] = classifiers
+
     def settings(self, scenario: str) -> DictConfig:
         block = self.cfg.get(scenario)
         if block is None:
@@ -64,7 +97,7 @@ class AttackContext:
         """
         block = self.settings(scenario)
         fit = FitSettings.from_config(block, f"attack.{scenario}")
-        width = int(block.get("width") or self.model.hparams.width)
+        width = self.attacker_width(block)
         strata = identity * len(self.names["expression"]) + expression
         train_rows, val_rows = validation_split(groups, strata, fit.val_fraction,
                                                 derived_seed(self.seed, scenario, "val"))

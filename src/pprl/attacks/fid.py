@@ -74,11 +74,18 @@ def fid_kid(extractor: JudgeFeatures, real: np.ndarray, fake: np.ndarray, kid_su
 
 
 def quality_entry(judges, real_test: np.ndarray, real_train: np.ndarray, synthesized: np.ndarray,
-                  kid_subset_size: int, kid_subsets: int, seed: int = 0) -> dict[str, Any]:
-    """FID / KID of `synthesized` vs the real test images, and the floor: real training vs real test images."""
-    extractor = JudgeFeatures(judges, real_train)
+                  kid_subset_size: int, kid_subsets: int, seed: int = 0, reuse: dict | None = None) -> dict[str, Any]:
+    """FID / KID of `synthesized` vs the real test images, and the floor: real training vs real test images.
+    `reuse`: a dict kept between calls with the same judges, real images and settings (several image sets scored
+    side by side): the standardised extractor and the floor are computed into it once."""
+    reuse = {} if reuse is None else reuse
+    if "extractor" not in reuse:
+        reuse["extractor"] = JudgeFeatures(judges, real_train)
+    extractor = reuse["extractor"]
     scores = fid_kid(extractor, real_test, synthesized, kid_subset_size, kid_subsets, seed)
-    floor = fid_kid(extractor, real_test, real_train, kid_subset_size, kid_subsets, seed)
+    if "floor" not in reuse:
+        reuse["floor"] = fid_kid(extractor, real_test, real_train, kid_subset_size, kid_subsets, seed)
+    floor = reuse["floor"]
     return {**scores, "floor_fid": floor["fid"], "floor_kid_x1000": floor["kid_x1000"],
             "floor_n": floor["n_fake"], "features": "judges' penultimate layers (identity ⊕ expression), "
             "trained on the run's real training images, standardised with the real training images' statistics"}

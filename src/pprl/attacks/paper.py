@@ -112,7 +112,7 @@ def attack_II(ctx: AttackContext) -> list[ScenarioResult]:
 
 
 @scenario("attack_III", title="Attack Scenario III", label="attack III", suite="paper", block="attack_III",
-          validate=_attack_III_problems, note=_attack_III_note,
+          validate=_attack_III_problems, note=_attack_III_note, needs_release=True,
           rows={"attack_III_sampled": "Attack Scenario III, f = one draw of q(f|I) (the paper's release)",
                 "attack_III_mu_unmasked": "Attack Scenario III, f = μ of the encoder (an insider holding it)",
                 "attack_III_mu": "Attack Scenario III, f = μ (released by earlier pprl versions)"})

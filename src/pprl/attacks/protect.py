@@ -9,6 +9,10 @@ uint8 array plus one batch.
 
 On a GPU with room for them (`on_device`, `pprl.data.device`) the input images go to the device once and the
 protected set is written there, then copied to the host in one piece: no host<->device copy per batch.
+
+Besides a release, `protect` takes any image anonymizer (the benchmark's baselines, `pprl.anonymizers`): an object
+with `anonymize_set(faces, seed) -> uint8 (N, V, H, W, 3)` (V protected versions of every image, in place of the
+N_id codes), `deterministic` and `describe()`. It has no representation f(I): `latent_features` needs a release.
 """
 
 from __future__ import annotations
@@ -31,9 +35,16 @@ F_VARIANTS = ("release", "sampled", "mu_unmasked")
 LEGACY_VARIANTS = {"mu": "release"}
 
 
-def as_release(release_or_model) -> Release:
-    """A `Release` as it is, or the release a model ships with (`pprl.release.release_of`)."""
-    return release_or_model if isinstance(release_or_model, Release) else release_of(release_or_model)
+def is_anonymizer(obj) -> bool:
+    """Whether `obj` is an image anonymizer that protects whole sets (see the module docstring), not a release."""
+    return not isinstance(obj, Release) and callable(getattr(obj, "anonymize_set", None))
+
+
+def as_release(release_or_model):
+    """A `Release` or an image anonymizer as it is, else the release a model ships with (`pprl.release.release_of`)."""
+    if isinstance(release_or_model, Release) or is_anonymizer(release_or_model):
+        return release_or_model
+    return release_of(release_or_model)
 
 
 @dataclass
@@ -71,7 +82,7 @@ def _input_batch(source: torch.Tensor | np.ndarray, start: int, stop: int, devic
 def protect(release, faces: FaceSet, batch_size: int = 256, seed: int = 0, desc: str = "protect",
             on_device: bool | None = None) -> ProtectedSet:
     """G(I, c) for every image of `faces` and every code c in 0..N_id-1 as the release makes them (a `Release`, or
-    a model: the release it ships with), as uint8 (see module docstring).
+    a model: the release it ships with), as uint8 (see module docstring); an image anonymizer's versions instead.
 
     A random release (the paper's draw) draws afresh for every (I, c), each protected image one call of G, from a
     torch.Generator seeded with `seed` on the model's device, so the set is reproducible. The model is put in eval
@@ -79,11 +90,13 @@ def protect(release, faces: FaceSet, batch_size: int = 256, seed: int = 0, desc:
     device with room for it).
     """
     release = as_release(release)
-    model = release.model
-    num_codes = release.num_identities
     n = len(faces)
     if n == 0:
         raise ValueError(f"{desc}: the image set is empty")
+    if is_anonymizer(release):
+        return protected_set(release.anonymize_set(faces, int(seed)), faces)
+    model = release.model
+    num_codes = release.num_identities
     h, w = faces.images.shape[1:3]
     out = np.empty((n * num_codes, h, w, 3), dtype=np.uint8)  # the only full-size allocation on the host
     device = model_device(model)
@@ -105,8 +118,17 @@ def protect(release, faces: FaceSet, batch_size: int = 256, seed: int = 0, desc:
                 torch.from_numpy(out).copy_(sink)  # the one device -> host copy
     finally:
         model.train(was_training)
+    return protected_set(out.reshape(n, num_codes, h, w, 3), faces)
+
+
+def protected_set(versions: np.ndarray, faces: FaceSet) -> ProtectedSet:
+    """The `ProtectedSet` of uint8 versions (N, V, H, W, 3) of the images of `faces`: row i * V + c = version c of
+    image i, with the labels of its source image."""
+    n, num_codes = versions.shape[:2]
+    if n != len(faces):
+        raise ValueError(f"protected_set: {n} protected images for a set of {len(faces)}")
     return ProtectedSet(
-        images=out,
+        images=np.ascontiguousarray(versions).reshape(n * num_codes, *versions.shape[2:]),
         identity=np.repeat(np.asarray(faces.identity, np.int64), num_codes),
         expression=np.repeat(np.asarray(faces.expression, np.int64), num_codes),
         source=np.repeat(np.arange(n, dtype=np.int64), num_codes),
@@ -133,6 +155,8 @@ def latent_features(release, faces: FaceSet, variant: str, batch_size: int = 256
     if variant not in F_VARIANTS:
         raise ValueError(f"latent_features: variant={variant!r}; allowed: {', '.join(F_VARIANTS)}")
     release = as_release(release)
+    if is_anonymizer(release):
+        raise ValueError(f"latent_features: {release.describe()} hands out images only, no representation f(I)")
     model = release.model
     device = model_device(model)
     source = place_rows(faces.images, device, on_device)

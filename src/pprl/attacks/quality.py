@@ -60,10 +60,13 @@ def _note(table: dict[str, Any]) -> list[str]:
 def image_quality(ctx: AttackContext) -> list[QualityResult]:
     """FID / KID of the protected test set and the real-vs-real floor."""
     block = ctx.settings("image_quality")
-    judges = reference_classifiers(ctx.run_dir, block.judges, ctx.splits, int(ctx.model.hparams.width),
-                                   ctx.device, ctx.batch_size)
+    reuse = ctx.real_work.setdefault("image_quality", {})  # judges, extractor and floor read only real images
+    if "judges" not in reuse:
+        reuse["judges"] = reference_classifiers(ctx.run_dir, block.judges, ctx.splits, ctx.model_width, ctx.device,
+                                                ctx.batch_size)
+    judges = reuse["judges"]
     entry = quality_entry(judges, ctx.splits.test.images, ctx.splits.train.images, ctx.protected_test().images,
                           int(block.judges.kid_subset_size), int(block.judges.kid_subsets),
-                          derived_seed(ctx.seed, "quality"))
+                          derived_seed(ctx.seed, "quality"), reuse=reuse)
     entry["judges"] = judges.summary()
     return [QualityResult("image_quality", entry)]

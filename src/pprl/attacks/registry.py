@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .context import AttackContext
+from .protect import is_anonymizer
+from .results import ScenarioResult
 
 Problems = list[str]
 #: suite name -> the scenario suites (`Scenario.suite`) it runs
@@ -43,6 +45,8 @@ class Scenario:
     note: Callable[[dict[str, Any]], list[str]] | None = None           # table2.json -> Markdown notes
     cells: Callable[[dict[str, Any]], tuple[str, str]] | None = None    # its entry -> the two table cells
                                                                         # (rows that are not CCRs)
+    needs_release: bool = False                   # reads what only a trained release has (f(I), its face
+                                                  # pipeline): n/a for an image anonymizer (pprl.anonymizers)
 
 
     @property
@@ -131,7 +135,8 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
 
     Settings are checked first (ConfigError naming every bad key); the first row a runner returns is its
     main row and gets the time. `progress`: an overall tqdm bar over the scenarios (on stderr, when it is a
-    terminal; each scenario's own bars below it).
+    terminal; each scenario's own bars below it). A scenario that `needs_release` gives an n/a row when the
+    context measures an image anonymizer.
     """
     from tqdm.auto import tqdm
 
@@ -149,7 +154,12 @@ def run_scenarios(ctx: AttackContext, scenarios: list[str] | None = None,
         for name in bar:
             bar.set_postfix_str(name)
             start = time.time()
-            produced = SCENARIOS[name].runner(ctx)
+            entry = SCENARIOS[name]
+            if entry.needs_release and is_anonymizer(ctx.release):
+                produced = [ScenarioResult.not_applicable(entry.main_row, ctx.names, "the anonymizer hands out images "
+                                                          "only, no learned representation f(I)")]
+            else:
+                produced = entry.runner(ctx)
             seconds = time.time() - start
             produced[0].seconds = seconds
             for res in produced:

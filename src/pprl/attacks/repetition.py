@@ -94,7 +94,7 @@ def average_features(ctx: AttackContext, faces: FaceSet, k: int, salt: str) -> n
 @scenario("repeated_features", title="Attack III on the average of k releases of every image (largest k)",
           label="repeated features", suite="paper", block="repeated_features", validate=_problems,
           note=_note_of("repeated_features", "the representation (attack III's MLP)"),
-          requires=lambda cfg: {"attack_III"},
+          requires=lambda cfg: {"attack_III"}, needs_release=True,
           rows={f"repeated_features_k{k}": f"Attack III on the average of {k} release(s) of every image"
                 for k in DEFAULT_K})
 def repeated_features(ctx: AttackContext) -> list[ScenarioResult]:

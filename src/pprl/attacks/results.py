@@ -76,6 +76,13 @@ class ScenarioResult:
     def n(self) -> int:
         return self.identification.n
 
+    @classmethod
+    def not_applicable(cls, name: str, names: dict[str, list[str]], why: str) -> "ScenarioResult":
+        """A row that does not apply to the data or the anonymizer: no predictions, `extras["skipped"]` says why (the
+        table prints n/a); `names`: the class names of each task (`AttackContext.names`)."""
+        return cls(name, TaskResult(np.zeros(0, np.int64), names["identification"]),
+                   TaskResult(np.zeros(0, np.int64), names["expression"]), extras={"skipped": why})
+
     @property
     def skipped(self) -> str | None:
         """Why the scenario does not apply to this data (`extras["skipped"]`), or None."""

@@ -134,7 +134,7 @@ def _attack_II_strong_note(table: dict[str, Any]) -> list[str]:
 def attack_II_strong(ctx: AttackContext) -> list[ScenarioResult]:
     """Deeper CNNs with augmentation, trained on attack II's protected training set, tested like attack II."""
     block = ctx.settings("attack_II_strong")
-    width = int(block.get("width") or ctx.model.hparams.width)
+    width = ctx.attacker_width(block)
     aug = block.get("augment")
     aug = None if aug is None or aug is False else dict(aug)
 
@@ -254,7 +254,7 @@ def _attack_III_strong_note(table: dict[str, Any]) -> list[str]:
 
 @scenario("attack_III_strong", title="Attack III, strong (best of MLP / logistic / k-NN on f)",
           label="attack III strong", suite="strong", block="attack_III_strong",
-          validate=_attack_III_strong_problems, note=_attack_III_strong_note)
+          validate=_attack_III_strong_problems, note=_attack_III_strong_note, needs_release=True)
 def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
     """MLP, logistic regression and k-NN on f(I); per column the attacker with the best validation accuracy is
     reported."""

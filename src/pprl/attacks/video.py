@@ -81,7 +81,8 @@ def _clips(ctx: AttackContext, block) -> list[tuple[int, int, np.ndarray]]:
 
 
 @scenario("video", title="Video: the protected frames of a track averaged (attack II's classifiers)", label="video",
-          suite="strong", block="video", validate=_problems, note=_note, requires=lambda cfg: {"attack_II"})
+          suite="strong", block="video", validate=_problems, note=_note, requires=lambda cfg: {"attack_II"},
+          needs_release=True)
 def video(ctx: AttackContext) -> list[ScenarioResult]:
     from pprl.faces import MissingExtra, require
 

@@ -145,22 +145,7 @@ def pareto_figure(points: Sequence[ParetoPoint], random_guess: tuple[float, floa
     with _style():
         fig = _new_figure(9.2, 6.0)
         ax, side = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3.0, 1.1]})
-        ax.set_title(f"Privacy-utility of the sweep ({scenario})")
-        ax.set_xlabel(f"identification CCR, {scenario} (lower = more private)")
-        ax.set_ylabel(f"expression CCR, {scenario} (higher = more useful)")
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        _percent_axis(ax.xaxis)
-        _percent_axis(ax.yaxis)
-        ax.set_aspect("equal", adjustable="box")
-        ax.grid(True, color="0.9", linewidth=0.6)
-        ax.set_axisbelow(True)
-        if random_guess is not None:
-            gx, gy = random_guess
-            ax.axvline(gx, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
-            ax.axhline(gy, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
-            ax.plot([gx], [gy], linestyle="none", marker="X", markersize=9, color="black", label="random guess",
-                    zorder=4)
+        privacy_utility_axes(ax, f"Privacy-utility of the sweep ({scenario})", scenario, random_guess)
         front = sorted((p for p in points if p.on_front), key=lambda p: (p.identification, -p.expression))
         dominated = [p for p in points if not p.on_front]
         _error_bars(ax, front + dominated, "0.55", "95 % interval")
@@ -182,6 +167,26 @@ def pareto_figure(points: Sequence[ParetoPoint], random_guess: tuple[float, floa
             ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
         _job_key(side, points, key_header, notes)
     return fig
+
+
+def privacy_utility_axes(ax, title: str, scenario: str, random_guess: tuple[float, float] | None) -> None:
+    """The privacy-utility plane: identification CCR (x) against expression CCR (y), 0-100 % on equal axes, grid,
+    random guess marked (dotted lines and an X)."""
+    ax.set_title(title)
+    ax.set_xlabel(f"identification CCR, {scenario} (lower = more private)")
+    ax.set_ylabel(f"expression CCR, {scenario} (higher = more useful)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    _percent_axis(ax.xaxis)
+    _percent_axis(ax.yaxis)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(True, color="0.9", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if random_guess is not None:
+        gx, gy = random_guess
+        ax.axvline(gx, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
+        ax.axhline(gy, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
+        ax.plot([gx], [gy], linestyle="none", marker="X", markersize=9, color="black", label="random guess", zorder=4)
 
 
 def _job_key(ax, points: Sequence[ParetoPoint], header: str, notes: Sequence[str]) -> None:
