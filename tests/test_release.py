@@ -34,6 +34,11 @@ def test_reencode_is_the_mean_over_codes_of_the_reencoded_protected_images(model
     release = build_release(model, REENCODE)
     torch.testing.assert_close(release.represent(x), f, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(release.protect(x, 1), model.decode_as(f, 1), rtol=1e-5, atol=1e-6)
+    split = build_release(model, {**REENCODE, "image_steps": 0})  # images decode mu, f re-encoded twice
+    rep, code = split.pair(x)
+    torch.testing.assert_close(rep, f, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(code, model.encode(x)[0])
+    torch.testing.assert_close(split.protect(x, 1), model.decode_as(code, 1))
 
 
 @torch.no_grad()
@@ -73,7 +78,8 @@ def test_mask_sets_the_uninformative_dims_to_the_prior_mean_in_the_representatio
 
 
 def test_release_blocks_are_checked_one_line_per_problem():
-    assert release_problems(REENCODE) == []
+    assert release_problems(REENCODE) == [] and release_problems({**REENCODE, "image_steps": 1}) == []
+    assert "release.image_steps=-1: must be an integer >= 0" in release_problems({**REENCODE, "image_steps": -1})[0]
     assert "allowed kinds are draw, mean, reencode" in release_problems({"kind": "median"})[0]
     problems = release_problems({"kind": "reencode", "steps": 0, "mask_kl": -1, "depth": 3})
     assert len(problems) == 3 and any("release.depth: unknown setting" in p for p in problems)

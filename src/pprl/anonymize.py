@@ -85,8 +85,9 @@ def _save_npz(path: Path, **arrays) -> None:
 # ----------------------------------------------------------------------------- the run
 def protect(release, x: torch.Tensor, idx: Sequence[int], target: str | int, seed: int):
     """(f, [uint8 images per target code]) for a batch, as the run's release makes them (`pprl.release`): the
-    released representation f(I) and G(I, c) = Dec(f ⊕ c), both from one code per image; a random release (the
-    paper's draw) draws it with noise seeded per image, so an output does not depend on batching or resuming."""
+    released representation f(I) and the protected images G(I, c) from one pass (`Release.pair`); a random release
+    (the paper's draw) draws its code with noise seeded per image, so an output does not depend on batching or
+    resuming."""
     from pprl.runtime.pixels import tensor_to_images
 
     noise = None
@@ -94,13 +95,13 @@ def protect(release, x: torch.Tensor, idx: Sequence[int], target: str | int, see
         dim = int(release.model.hparams.latent_dim)
         eps = np.stack([per_image_rng(seed, i, 1).standard_normal(dim, np.float32) for i in idx])
         noise = torch.from_numpy(eps).to(x.device)
-    f = release.code(x, noise=noise)
+    f, code = release.pair(x, noise=noise)
     n = release.num_identities
     if target == "all":
-        images = [release.decode(f, k) for k in range(n)]
+        images = [release.decode(code, k) for k in range(n)]
     else:
-        images = [release.decode(f, torch.from_numpy(target_codes(idx, target, n, seed)).to(x.device))]
-    return release.released(f), [tensor_to_images(im) for im in images]
+        images = [release.decode(code, torch.from_numpy(target_codes(idx, target, n, seed)).to(x.device))]
+    return f, [tensor_to_images(im) for im in images]
 
 
 def _batches(items: Sequence[int], size: int):

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from pprl.runtime.registry import registrar
+
 KINDS = ("image", "set", "release")
 
 
@@ -75,16 +77,10 @@ ANONYMIZERS: dict[str, Anonymizer] = {}
 
 def anonymizer(name: str, **fields: Any) -> Callable[[Callable], Callable]:
     """Register the decorated function as anonymizer `name` (see `Anonymizer` for the fields)."""
-
-    def register(function: Callable) -> Callable:
-        if name in ANONYMIZERS:
-            raise ValueError(f"anonymizer {name!r} is registered twice")
-        if fields.get("kind") not in KINDS:
-            raise ValueError(f"anonymizer {name!r}: kind must be one of {', '.join(KINDS)}")
-        ANONYMIZERS[name] = Anonymizer(name=name, function=function, **fields)
-        return function
-
-    return register
+    if fields.get("kind") not in KINDS:
+        raise ValueError(f"anonymizer {name!r}: kind must be one of {', '.join(KINDS)}")
+    return registrar(ANONYMIZERS, "anonymizer", name, lambda function: Anonymizer(name=name, function=function,
+                                                                                 **fields))
 
 
 def swept_values(value: Any) -> list[Any]:

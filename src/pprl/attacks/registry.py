@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from pprl.runtime.registry import registrar
+
 from .context import AttackContext
 from .protect import is_anonymizer
 from .results import ScenarioResult
@@ -59,14 +61,7 @@ SCENARIOS: dict[str, Scenario] = {}  # in registration order = the order of Tabl
 
 def scenario(name: str, **fields: Any) -> Callable[[Callable], Callable]:
     """Register the decorated runner as scenario `name` (see `Scenario` for the fields)."""
-
-    def register(runner: Callable) -> Callable:
-        if name in SCENARIOS:
-            raise ValueError(f"attack scenario {name!r} is registered twice")
-        SCENARIOS[name] = Scenario(name=name, runner=runner, **fields)
-        return runner
-
-    return register
+    return registrar(SCENARIOS, "attack scenario", name, lambda runner: Scenario(name=name, runner=runner, **fields))
 
 
 def suite_names(suite: str) -> list[str]:

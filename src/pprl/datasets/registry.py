@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from pprl.runtime.registry import registrar
+
 from .labels import resolve_label
 
 Labels = tuple[list[str] | None, list[str] | None]
@@ -44,14 +46,7 @@ def sources() -> dict[str, DatasetSource]:
 
 def dataset_source(name: str, **fields: Any) -> Callable[[Callable], Callable]:
     """Register the decorated loader as dataset source `name` (see `DatasetSource` for the fields)."""
-
-    def register(load: Callable) -> Callable:
-        if name in SOURCES:
-            raise ValueError(f"dataset source {name!r} is registered twice")
-        SOURCES[name] = DatasetSource(name=name, load=load, **fields)
-        return load
-
-    return register
+    return registrar(SOURCES, "dataset source", name, lambda load: DatasetSource(name=name, load=load, **fields))
 
 
 def _is_int(value: Any) -> bool:

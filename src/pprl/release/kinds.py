@@ -14,11 +14,14 @@ Kinds:
 - `draw` (the paper, §4 / §5.3): f ~ q(f|I) = N(mu, sigma^2), one draw per output; every protected image decodes
   a draw of its own. Protects by its noise, so an attacker who gets k releases of one image averages it away.
 - `mean`: f = mu(I), deterministic. The encoder's mean keeps much of the identity (attack III names the person).
-- `reencode` (the default preset): f_0 = mu(I), f_{t+1} = mean over the N_id codes c of mu(Dec(f_t ⊕ c)), `steps`
-  times: the protected images G(f_t, c) re-encoded and averaged over every target identity. A code computed from
+- `reencode` (the default preset): f_0 = mu(I), f_{t+1} = mean over the N_id codes c of mu(Dec(f_t ⊕ c)): the
+  protected images G(f_t, c) re-encoded and averaged over every target identity. The released representation is
+  f_`steps`, the protected image Dec(f_`image_steps` ⊕ c) (`image_steps` left out: = `steps`). A code computed from
   protected images alone holds no more identity than they do (data-processing inequality), each pass leaves
   less of the source identity in it, and it is deterministic: the same input gives the same bytes, so getting an
-  image many times tells an attacker nothing more.
+  image many times tells an attacker nothing more. Each pass also moves the images away from real faces (the
+  decoder never saw re-encoded codes in training), hence the default's `image_steps: 0`: the images decode mu,
+  the representation is re-encoded from those very images.
 
 `mask_kl` (mean, reencode): latent dims whose running mean KL(q(f_d|I) || N(0, 1)) over training stayed below
 this many nats are set to the prior's mean 0 in the released representation (the protected image still decodes
@@ -44,6 +47,8 @@ class Release:
     summary: ClassVar[str] = ""
     #: its settings besides `name` and `kind`: key -> (type, smallest value); `registry.release_problems` checks them
     keys: ClassVar[dict[str, tuple[type, float]]] = {}
+    #: the keys that may be left out (or null): what each then means is the subclass's business
+    optional: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model, settings: Mapping[str, Any]):
         self.model = model
@@ -61,6 +66,13 @@ class Release:
         """The released representation of a code (the identity for kinds without a mask)."""
         return f
 
+    def pair(self, x: torch.Tensor, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(I), the code the protected images decode) of one pass, for callers that hand out both: the same
+        code for most kinds (a random kind's one draw serves both)."""
+        f = self.code(x, noise, generator)
+        return self.released(f), f
+
     # ------------------------------------------------------------------ the two products
     @property
     def num_identities(self) -> int:
@@ -69,7 +81,7 @@ class Release:
     def represent(self, x: torch.Tensor, noise: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
         """f(I): the released representation (B, d) of images x (B, 3, H, W) in [-1, 1]."""
-        return self.released(self.code(x, noise, generator))
+        return self.pair(x, noise, generator)[0]
 
     def decode(self, f: torch.Tensor, codes: torch.Tensor | int) -> torch.Tensor:
         """Dec(f ⊕ c): target identities `codes` as one index or one per row."""
@@ -146,15 +158,32 @@ class Mean(_Masked):
 
 @release_kind("reencode")
 class Reencode(_Masked):
-    keys = {"steps": (int, 1), "mask_kl": (float, 0.0)}
+    keys = {"steps": (int, 1), "image_steps": (int, 0), "mask_kl": (float, 0.0)}
+    optional = ("image_steps",)
     summary = ("f = mu(I) re-encoded `steps` times: the mean over every code c of mu(Dec(f ⊕ c)); "
-               "protected image = Dec(f ⊕ c)")
+               "protected image = Dec(f' ⊕ c), f' = mu(I) re-encoded `image_steps` times")
 
-    def code(self, x, noise=None, generator=None):
+    @property
+    def image_steps(self) -> int:
+        value = self.settings.get("image_steps")
+        return int(self.settings["steps"] if value is None else value)
+
+    def chain(self, x: torch.Tensor, steps: int) -> list[torch.Tensor]:
+        """[f_0 = mu(I), f_1, ..., f_steps]: the codes of every re-encoding pass."""
         f = self.model.encode(x)[0]
         n = self.num_identities
         codes = torch.arange(n, device=f.device).repeat(f.shape[0])  # row i * n + c: code c of image i
-        for _ in range(int(self.settings["steps"])):
+        out = [f]
+        for _ in range(steps):
             images = self.model.decode(f.repeat_interleave(n, 0), codes)
             f = self.model.encode(images)[0].view(-1, n, f.shape[1]).mean(1)
-        return f
+            out.append(f)
+        return out
+
+    def code(self, x, noise=None, generator=None):
+        return self.chain(x, self.image_steps)[-1]
+
+    def pair(self, x, noise=None, generator=None):
+        steps = int(self.settings["steps"])
+        chain = self.chain(x, max(steps, self.image_steps))
+        return self.released(chain[steps]), chain[self.image_steps]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from pprl.runtime.registry import registrar
+
 #: kind -> its class (filled by `pprl.release.kinds` on import)
 RELEASES: dict[str, type] = {}
 
@@ -15,14 +17,11 @@ RELEASES: dict[str, type] = {}
 def release_kind(kind: str) -> Callable[[type], type]:
     """Register the decorated `Release` subclass as kind `kind`."""
 
-    def register(cls: type) -> type:
-        if kind in RELEASES:
-            raise ValueError(f"release kind {kind!r} is registered twice")
+    def entry(cls: type) -> type:
         cls.kind = kind
-        RELEASES[kind] = cls
         return cls
 
-    return register
+    return registrar(RELEASES, "release kind", kind, entry)
 
 
 def _number(value: Any, kind: type) -> bool:
@@ -43,6 +42,8 @@ def release_problems(block: Mapping[str, Any] | None, where: str = "release") ->
                 for key in block if key not in ("name", "kind", *keys)]
     for key, (kind_of, least) in keys.items():
         value = block.get(key)
+        if value is None and key in RELEASES[kind].optional:
+            continue
         if not _number(value, kind_of) or value < least:
             problems.append(f"{where}.{key}={value!r}: must be {'an integer' if kind_of is int else 'a number'} "
                             f">= {least:g}")
