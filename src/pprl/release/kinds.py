@@ -160,8 +160,8 @@ class Mean(_Masked):
 class Reencode(_Masked):
     keys = {"steps": (int, 1), "image_steps": (int, 0), "mask_kl": (float, 0.0)}
     optional = ("image_steps",)
-    summary = ("f = mu(I) re-encoded `steps` times: the mean over every code c of mu(Dec(f ⊕ c)); "
-               "protected image = Dec(f' ⊕ c), f' = mu(I) re-encoded `image_steps` times")
+    summary = ("f = mu(I) re-encoded (steps) times: f <- the mean over every code c of mu(Dec(f ⊕ c)); "
+               "protected image = Dec(f' ⊕ c), f' = mu(I) re-encoded (image_steps) times")
 
     @property
     def image_steps(self) -> int:
