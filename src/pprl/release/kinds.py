@@ -18,8 +18,9 @@ Kinds:
   protected images G(f_t, c) re-encoded and averaged over every target identity. The released representation is
   f_`steps`, the protected image Dec(f_`image_steps` ⊕ c) (`image_steps` left out: = `steps`). A code computed from
   protected images alone holds no more identity than they do (data-processing inequality), each pass leaves
-  less of the source identity in it, and it is deterministic: the same input gives the same bytes, so getting an
-  image many times tells an attacker nothing more. Each pass also moves the images away from real faces (the
+  less of the source identity in it, and it is deterministic: the same input gives the same bytes (in the same
+  batch shape: another batching moves only the last float bits of the kernels), so getting an image many times
+  tells an attacker nothing more. Each pass also moves the images away from real faces (the
   decoder never saw re-encoded codes in training), hence the default's `image_steps: 0`: the images decode mu,
   the representation is re-encoded from those very images.
 
