@@ -352,6 +352,12 @@ def test_suites_derive_from_the_registry():
     assert list(strong.scenarios) == list(SCENARIOS)
     for entry in SCENARIOS.values():  # every scenario's settings block is composed by the suite
         assert entry.block is None or entry.block in strong, entry.name
+    from pprl.evaluate import attack_settings  # attack=[a,b]: every option's scenarios, not the last option's list
+
+    picked = ["attack=[repeated_images,attack_II_strong,repeated_features]"]
+    both = attack_settings(compose_config("evaluate", ["run_dir=unused", *picked]), None, picked)
+    assert list(both.scenarios) == ["attack_II_strong", "repeated_features", "repeated_images"]
+    assert "attack_III" in both and "attack_II_strong" in both  # the blocks the scenarios read
 
 
 # ---------------------------------------------------------------- repetition and video

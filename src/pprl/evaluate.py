@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pprl.attacks import config_problems, help_lines
+from pprl.attacks import SCENARIOS, SUITES, config_problems, help_lines, suite_names
 from pprl.attacks.evaluation import evaluate_run, results_dir
 from pprl.runtime.errors import ConfigError, RunError
 
@@ -22,8 +22,15 @@ from pprl.runtime.errors import ConfigError, RunError
 def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The attack settings to evaluate a run with: the run's own (`attack` of its .hydra/config.yaml, keys
     added since filled from today's defaults), unless the command line picks `attack=<scenario|suite>` (then
-    its settings); `attack.<key>=<value>` overrides on the command line apply on top of either."""
-    picked = any(o.lstrip("+~").split("=", 1)[0] == "attack" for o in overrides)
+    its settings; `attack=[a,b]` runs the scenarios of every option named); `attack.<key>=<value>` overrides on the
+    command line apply on top of either."""
+    picked = [o.partition("=")[2].strip() for o in overrides if o.lstrip("+~").partition("=")[0] == "attack"]
+    own_list = any(o.lstrip("+").startswith("attack.scenarios=") for o in overrides)
+    if picked and picked[-1].startswith("[") and not own_list:  # Hydra merges the options: the last list would win
+        settings = cli_cfg.attack
+        with open_dict(settings):
+            settings.scenarios = picked_scenarios(picked[-1])
+        return settings
     if picked or run_cfg.get("attack") is None:
         return cli_cfg.attack
     # today's defaults under the run's own settings; keys an earlier pprl wrote (e.g. `sample`) are kept, unread
@@ -33,6 +40,14 @@ def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[st
         if key.startswith("attack.") and not override.startswith("~"):
             OmegaConf.update(settings, key.removeprefix("attack."), OmegaConf.select(cli_cfg, key), merge=False)
     return settings
+
+
+def picked_scenarios(value: str) -> list[str]:
+    """The scenarios of `attack=[a,b,...]` (scenario or suite names), in table order."""
+    names = set()
+    for name in (n.strip() for n in value.strip("[]").split(",") if n.strip()):
+        names.update(suite_names(name) if name in SUITES else [name])
+    return [n for n in SCENARIOS if n in names] + sorted(n for n in names if n not in SCENARIOS)
 
 
 def _cli(cfg: DictConfig) -> int:
