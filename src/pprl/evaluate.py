@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pprl.attacks import SCENARIOS, SUITES, config_problems, help_lines, suite_names
+from pprl.attacks import config_problems, help_lines, scenarios_of
 from pprl.attacks.evaluation import evaluate_run, results_dir
 from pprl.runtime.errors import ConfigError, RunError
 
@@ -29,7 +29,7 @@ def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[st
     if picked and picked[-1].startswith("[") and not own_list:  # Hydra merges the options: the last list would win
         settings = cli_cfg.attack
         with open_dict(settings):
-            settings.scenarios = picked_scenarios(picked[-1])
+            settings.scenarios = scenarios_of(n.strip() for n in picked[-1].strip("[]").split(",") if n.strip())
         return settings
     if picked or run_cfg.get("attack") is None:
         return cli_cfg.attack
@@ -40,14 +40,6 @@ def attack_settings(cli_cfg: DictConfig, run_cfg: DictConfig, overrides: list[st
         if key.startswith("attack.") and not override.startswith("~"):
             OmegaConf.update(settings, key.removeprefix("attack."), OmegaConf.select(cli_cfg, key), merge=False)
     return settings
-
-
-def picked_scenarios(value: str) -> list[str]:
-    """The scenarios of `attack=[a,b,...]` (scenario or suite names), in table order."""
-    names = set()
-    for name in (n.strip() for n in value.strip("[]").split(",") if n.strip()):
-        names.update(suite_names(name) if name in SUITES else [name])
-    return [n for n in SCENARIOS if n in names] + sorted(n for n in names if n not in SCENARIOS)
 
 
 def _cli(cfg: DictConfig) -> int:

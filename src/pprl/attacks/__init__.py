@@ -17,7 +17,8 @@ from . import face_recognizer  # noqa: F401  isort: skip  (real faces; needs the
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .protect import F_VARIANTS, ProtectedSet, latent_features, protect
-from .registry import SCENARIOS, SUITES, config_problems, help_lines, run_scenarios, store_suites, suite_names
+from .registry import (SCENARIOS, SUITES, config_problems, help_lines, run_scenarios, scenarios_of, store_suites,
+                       suite_names)
 from .results import TASKS, ScenarioResult, TaskResult, ccr
 from .selection import SELECTION_SCENARIO, validation_rows
 from .stats import cluster_bootstrap_interval, grouped_interval, wilson_interval
@@ -27,7 +28,8 @@ from .table import log_table, render_markdown, table_dict, write_table
 __all__ = [
     "FitSettings", "ImageClassifier", "MLPClassifier", "fit_classifier", "predict", "validation_split",
     "AttackContext", "derived_seed", "F_VARIANTS", "ProtectedSet", "latent_features", "protect",
-    "SCENARIOS", "SUITES", "config_problems", "help_lines", "run_scenarios", "store_suites", "suite_names",
+    "SCENARIOS", "SUITES", "config_problems", "help_lines", "run_scenarios", "scenarios_of", "store_suites",
+    "suite_names",
     "TASKS", "ScenarioResult", "TaskResult", "ccr", "SELECTION_SCENARIO", "validation_rows",
     "cluster_bootstrap_interval", "grouped_interval", "wilson_interval", "read_history", "read_table",
     "log_table", "render_markdown", "table_dict", "write_table",

@@ -24,7 +24,7 @@ from pprl.datasets import FaceSplits
 from pprl.runtime.errors import ConfigError
 
 from .classifiers import FitSettings, ImageClassifier, fit_classifier, predict, validation_split
-from .protect import ProtectedSet, as_release, model_device, protect
+from .protect import LEGACY_VARIANTS, ProtectedSet, as_release, latent_features, model_device, protect
 from .results import TaskResult
 
 
@@ -60,6 +60,7 @@ class AttackContext:
         self._protected_train: ProtectedSet | None = None
         self.keep_protected_train = False  # set by run_scenarios when attack_II_strong reuses attack II's set
         self.shared: dict[str, Any] = {}  # trained attackers reused by later scenarios (e.g. by linkability)
+        self._features: dict[tuple[str, str], np.ndarray] = {}  # deterministic views of f(I), per (split, view)
 
     # ------------------------------------------------------------------ shared work
     @property
@@ -127,6 +128,20 @@ class AttackContext:
             self._protected_test = protect(self.release, self.splits.test, self.batch_size,
                                            derived_seed(self.seed, "protect", "test"), desc="protect test")
         return self._protected_test
+
+    def features(self, split: str, variant: str, seed: int, desc: str) -> np.ndarray:
+        """f(I) of the `split` ("train" or "test") images as `variant` (`protect.latent_features`); a deterministic
+        view (the encoder's mean, a deterministic release) is computed once and shared by attack III, its strong
+        variant and the repeated releases; a random one is drawn with `seed` every time."""
+        variant = LEGACY_VARIANTS.get(variant, variant)
+        fixed = variant == "mu_unmasked" or (variant == "release" and self.release.deterministic)
+        key = (split, variant)
+        if fixed and key in self._features:
+            return self._features[key]
+        f = latent_features(self.release, getattr(self.splits, split), variant, self.batch_size, seed, desc=desc)
+        if fixed:
+            self._features[key] = f
+        return f
 
     def protected_train(self) -> ProtectedSet:
         """G(I_train, c) for every training image and code c (attack II and attack_II_strong train on it)."""

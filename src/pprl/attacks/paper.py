@@ -25,7 +25,7 @@ import torch
 
 from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
-from .protect import F_VARIANTS, LEGACY_VARIANTS, latent_features
+from .protect import F_VARIANTS, LEGACY_VARIANTS
 from .registry import scenario
 from .results import ScenarioResult, TaskResult
 
@@ -130,16 +130,16 @@ def attack_III(ctx: AttackContext) -> list[ScenarioResult]:
     for variant in ["release", *(v for v in attack_III_views(block) if v != "release")]:
         start = time.time()
         name = "attack_III" if variant == "release" else f"attack_III_{variant}"
-        f_train = latent_features(ctx.release, tr, variant, ctx.batch_size,
-                                  derived_seed(ctx.seed, "attack_III", variant, "train"), desc=f"f(I) train {variant}")
+        f_train = ctx.features("train", variant, derived_seed(ctx.seed, "attack_III", variant, "train"),
+                               desc=f"f(I) train {variant}")
         same = next((v for v, f in features.items() if np.array_equal(f, f_train)), None)
         if same is not None:  # e.g. a release of the whole mean: the same features, the same attacker
             results[variant] = ScenarioResult(name, results[same].identification, results[same].expression,
                                               extras={"variant": variant, "same_as": same})
             continue
         features[variant] = f_train
-        f_test = latent_features(ctx.release, ctx.splits.test, variant, ctx.batch_size,
-                                 derived_seed(ctx.seed, "attack_III", variant, "test"), desc=f"f(I) test {variant}")
+        f_test = ctx.features("test", variant, derived_seed(ctx.seed, "attack_III", variant, "test"),
+                              desc=f"f(I) test {variant}")
         results[variant] = fit_features(ctx, block, fit, name, f_train, f_test, rows)
         results[variant].extras["variant"] = variant
         results[variant].seconds = time.time() - start

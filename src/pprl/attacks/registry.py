@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from pprl.runtime.registry import registrar
 
@@ -67,6 +67,15 @@ def scenario(name: str, **fields: Any) -> Callable[[Callable], Callable]:
 def suite_names(suite: str) -> list[str]:
     """The scenarios of a suite (`attack=all` or `attack=strong`), in table order."""
     return [s.name for s in SCENARIOS.values() if s.suite in SUITES[suite]]
+
+
+def scenarios_of(names: Iterable[str]) -> list[str]:
+    """The scenarios that scenario and suite names stand for, in table order (unknown names last, for
+    `config_problems` to name)."""
+    wanted: set[str] = set()
+    for name in names:
+        wanted.update(suite_names(name) if name in SUITES else [name])
+    return [n for n in SCENARIOS if n in wanted] + sorted(wanted - set(SCENARIOS))
 
 
 def row_titles() -> dict[str, str]:

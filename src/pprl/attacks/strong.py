@@ -29,7 +29,7 @@ from pprl.model.nets import check_image_size
 from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .paper import fit_problems
-from .protect import F_VARIANTS, LEGACY_VARIANTS, latent_features
+from .protect import F_VARIANTS, LEGACY_VARIANTS
 from .registry import scenario
 from .results import ScenarioResult, TaskResult
 from .stats import wilson_interval
@@ -265,10 +265,10 @@ def attack_III_strong(ctx: AttackContext) -> list[ScenarioResult]:
     strata = tr.identity * len(ctx.names["expression"]) + tr.expression
     train_rows, val_rows = validation_split(np.arange(len(tr)), strata, float(block.val_fraction),
                                             derived_seed(ctx.seed, "attack_III_strong", "val"))
-    f_train = latent_features(ctx.release, tr, variant, ctx.batch_size,
-                              derived_seed(ctx.seed, "attack_III_strong", variant, "train"), desc="f(I) train")
-    f_test = latent_features(ctx.release, te, variant, ctx.batch_size,
-                             derived_seed(ctx.seed, "attack_III_strong", variant, "test"), desc="f(I) test")
+    f_train = ctx.features("train", variant, derived_seed(ctx.seed, "attack_III_strong", variant, "train"),
+                           desc="f(I) train")
+    f_test = ctx.features("test", variant, derived_seed(ctx.seed, "attack_III_strong", variant, "test"),
+                          desc="f(I) test")
     if bool(block.standardize):
         mean, std = f_train[train_rows].mean(0), f_train[train_rows].std(0) + 1e-6
     else:
