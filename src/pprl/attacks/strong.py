@@ -1,4 +1,4 @@
-"""Stronger attackers than the paper's Table 2 (issue 8), opt-in with `attack=strong`.
+"""Stronger attackers than the paper's Table 2, opt-in with `attack=strong`.
 
 - attack_II_strong: a deeper CNN (`StrongImageClassifier`: eight 3x3 convs instead of D2's four 5x5 ones)
   trained with data augmentation (`augment`: shifts, flips, small rotations / scalings, colour jitter, all

@@ -1,4 +1,4 @@
-"""Speed settings resolved at run time (issue 15): `auto` means what pays on the device the run trains on.
+"""Speed settings resolved at run time: `auto` means what pays on the device the run trains on.
 
 | setting | `auto` on a CUDA GPU | `auto` elsewhere (the CPU) |
 |---|---|---|
