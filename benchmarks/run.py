@@ -1,4 +1,4 @@
-"""`python benchmarks/run.py [--quick] [--threads N] [--out PATH | --update-tracked]`: every benchmark of issue 7 in
+"""`python benchmarks/run.py [--quick] [--threads N] [--out PATH | --update-tracked]`: every CPU benchmark in
 one process -> PATH (default ./benchmark-<date>-<time>.md; the tracked benchmarks/RESULTS.md only with
 --update-tracked).
 
@@ -187,7 +187,7 @@ def fmt(x, digits=1):
 
 def write_report(path: Path, info: dict, args, train_rows, data_rows, eval_rows, flag_rows, prof, thread_rows):
     lines = [
-        "# Benchmarks (issue 7)", "",
+        "# Benchmarks", "",
         f"`python benchmarks/run.py{' --quick' if args.quick else ''} --threads {args.threads}` — one process, "
         f"{info['threads']} torch thread(s) for everything.", "",
         "| machine | |", "|---|---|",
@@ -242,7 +242,7 @@ def write_report(path: Path, info: dict, args, train_rows, data_rows, eval_rows,
                   "| op | calls | self CPU s |", "|---|---|---|"]
         lines += [f"| `{k}` | {c} | {s:.3f} |" for k, c, s in prof["top"]]
     lines += ["", NOTES]
-    faces = HERE / "RESULTS_faces.md"  # written by faces_detectors.py / faces_video.py (issue 14), kept verbatim
+    faces = HERE / "RESULTS_faces.md"  # written by faces_detectors.py / faces_video.py, kept verbatim
     if faces.exists():
         lines += ["", "<!-- from benchmarks/RESULTS_faces.md -->", faces.read_text().rstrip()]
     path.write_text("\n".join(lines) + "\n")
@@ -256,7 +256,7 @@ NOTES = """## Notes
   metadata per call): Trainer/plain was 0.65 (tiny) and 0.81 (default config) before. The module now keeps
   epoch sums on the device, hands per-step values to the loggers only on `log_every_n_steps` steps and epoch
   means at epoch ends (same metric names), and checks finiteness once per batch on one stacked tensor
-  (1 host sync per batch instead of 2+; since issue 15 only on logging steps). `F.one_hot` in the decoder
+  (1 host sync per batch instead of 2+; only on logging steps). `F.one_hot` in the decoder
   syncs twice per call (range check); the training steps pass one-hot codes built without it. What remains is Lightning's fixed per-batch cost
   (hooks, optimizer wrappers, `toggle_optimizer`, progress bar): ~1-2 ms per batch, visible only on the
   tiny overhead-bound config.
@@ -265,7 +265,7 @@ NOTES = """## Notes
   default. The test suite is ~10x faster with `OMP_NUM_THREADS=1` here.
 - bf16-mixed is 1.5x faster than fp32 on this CPU (AVX-512 BF16); channels_last and torch.compile (Inductor,
   ~40 s to compile) change little on CPU. All four options train and give finite weights.
-- GPU figures: `benchmarks/gpu.sh` (issue 15: Trainer vs plain loop, bf16 vs fp32, the device data path,
+- GPU figures: `benchmarks/gpu.sh` (Trainer vs plain loop, bf16 vs fp32, the device data path,
   several sweep jobs per GPU) writes them to `benchmarks/RESULTS_gpu.md`."""
 
 

@@ -1,4 +1,4 @@
-"""Issue 16: every config, data and input error is one line with a non-zero exit; `--help` is the command's own;
+"""Every config, data and input error is one line with a non-zero exit; `--help` is the command's own;
 `python -m pprl.info` shows a run."""
 
 from __future__ import annotations

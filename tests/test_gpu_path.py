@@ -1,4 +1,4 @@
-"""Issue 15's GPU code paths, run on the CPU with the device as a setting: the device data path (same batches, same
+"""The GPU code paths, run on the CPU with the device as a setting: the device data path (same batches, same
 resume, bit-identical training), no host sync between logging steps, the deferred divergence guard, `auto` speed
 settings, the attackers' device path, the FERG-sized stand-in, several jobs per GPU and the report's columns."""
 

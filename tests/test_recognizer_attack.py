@@ -60,7 +60,7 @@ def test_recognizer_names_real_faces_and_skips_cartoons():
 
 def test_the_real_faces_gate_says_cartoons_are_not_real_and_portraits_are():
     """dlib's detector fires (score > 0) on about half of the built-in cartoons upscaled, so the gate counts only
-    faces scoring >= min_detection_score (issue 22: attack=strong ran the descriptor on the built-in cartoons)."""
+    faces scoring >= min_detection_score."""
     from pprl.datasets import load_faces
 
     cfg = compose_config("evaluate", ["run_dir=unused", f"attack={ra.NAME}"]).attack[ra.NAME]

@@ -1,4 +1,4 @@
-"""Reliability (issue 7): exact resume, checkpoints on signals, the divergence guard, config validation, seeds.
+"""Reliability: exact resume, checkpoints on signals, the divergence guard, config validation, seeds.
 
 Every run here is the real `pprl.train.train` on the tiny config (16 px, width 4) with 3 x 7 x 4 synthetic
 faces: 63 training images, batch 16, so 3 batches (9 optimizer steps: 1 D + 2 G per batch) per epoch.

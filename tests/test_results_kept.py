@@ -1,4 +1,4 @@
-"""Issue 16: intervals that respect the grouping by source image, and no result ever lost (Table 2 merge and
+"""Intervals that respect the grouping by source image, and no result ever lost (Table 2 merge and
 history, resumed loggers, benchmark output)."""
 
 from __future__ import annotations

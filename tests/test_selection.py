@@ -1,4 +1,4 @@
-"""Issue 16: nothing is selected on test data. The optional validation split (`dataset.val_fraction`), the GAN's
+"""Nothing is selected on test data. The optional validation split (`dataset.val_fraction`), the GAN's
 monitoring and the sweep report on it, attack III's variant chosen by the attacker's validation accuracy, and the
 overall progress bar of the evaluation."""
 

@@ -1,4 +1,4 @@
-"""The stronger attackers of issue 8 (pprl.attacks.strong, pprl.attacks.linkability): their statistics, their
+"""The stronger attackers (pprl.attacks.strong, pprl.attacks.linkability): their statistics, their
 settings, and that they catch a leaking model and report chance on a model that never sees identity."""
 
 from __future__ import annotations

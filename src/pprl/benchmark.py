@@ -1,5 +1,5 @@
 """`python -m pprl.benchmark output=<folder> [dataset=...] [anonymizer=blur,pixelate,...] [run_dir=<run | sweep>]`:
-the attack suite of Table 2 as a benchmark of face anonymizers (issue 22).
+the attack suite of Table 2 as a benchmark of face anonymizers.
 
 Every setting of every anonymizer (`pprl.anonymizers`; the grids of `conf/anonymizer/<name>.yaml`, swept further
 with `anonymizer.<name>.<key>=a,b`) protects the training and test images, and the same scenarios (`scenarios`,

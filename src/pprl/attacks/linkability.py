@@ -1,4 +1,4 @@
-"""Linkability (issue 8, beyond the paper): do two protected images come from the same person?
+"""Linkability (beyond the paper): do two protected images come from the same person?
 
 A privacy filter can hide *who* someone is from a classifier (Table 2) and still let an attacker link two
 releases of the same person. The pairs come from the protected test set G(I_test, c) (`ProtectedSet`):

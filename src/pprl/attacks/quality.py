@@ -1,4 +1,4 @@
-"""The `image_quality` row (beyond the paper, issue 12): domain FID / KID of the protected test images.
+"""The `image_quality` row (beyond the paper): domain FID / KID of the protected test images.
 
 G(I_test, c) for every test image and code c (the protected test set attacks I and II read) against the real
 test images, and the floor (real training vs real test images), in the feature space of the run's judges

@@ -53,7 +53,7 @@ class LastCheckpoint(pl.Callback):
         tmp = self.path.with_name(self.path.name + ".tmp")
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state (optimizers, loops): exact resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
             log.info("checkpoint (%s) at step %d: %s", reason, trainer.global_step, self.path)
