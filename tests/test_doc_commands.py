@@ -1,0 +1,137 @@
+"""Every `python -m pprl.<command> ...` line of README.md and docs/ composes: a renamed option, group or preset
+breaks this test, not the reader. One process, Hydra's compose API (what `--cfg job` prints), placeholders such as
+`<run>` filled with dummies; nothing runs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import pprl.anonymizers  # noqa: F401  (registers the anonymizers)
+import pprl.attacks  # noqa: F401  (stores the attack suites `attack=all|strong`)
+from pprl.runtime.config import HYDRA_VERSION_BASE, config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+#: commands whose plain words are options (`run_hydra(positional=..., options=...)` in each command's main)
+ARGUMENTS = {"report": (["sweep_dir"], ["out"]),
+             "data_synthetic": (["root"], ["identities", "per_group", "size", "seed"])}
+_FENCE = re.compile(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_INLINE = re.compile(r"`([^`]*python -m pprl\.[^`]*)`")
+_START = re.compile(r"python -m (pprl(?:\.\w+)+)")
+
+
+def _snippets(text: str) -> list[str]:
+    """Shell lines of the fenced blocks (continuations joined) and inline code spans that run a command."""
+    out = []
+    for block in _FENCE.findall(text):
+        out += block.replace("\\\n", " ").splitlines()
+    prose = _FENCE.sub("", text)
+    out += [" ".join(span.split()) for span in _INLINE.findall(prose)]
+    return out
+
+
+def _commands(line: str) -> list[str]:
+    """`python -m pprl.<command> <args>` pieces of one shell line (`&&`, `;`, `|` split; comments dropped)."""
+    line = re.sub(r"(^|\s)#.*$", "", line)
+    return [piece[m.start():].strip() for piece in re.split(r"&&|;|\|(?!\|)", line)
+            if (m := _START.search(piece))]
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(page:line-ish label, command) for every command a page shows."""
+    found = []
+    for page in PAGES:
+        for snippet in _snippets(page.read_text()):
+            for command in _commands(snippet):
+                found.append((f"{page.relative_to(ROOT)}: {command}", command))
+    return found
+
+
+def _words(command: str) -> tuple[str, list[str]]:
+    filled = re.sub(r"<[^<>]*>", "x", command)          # <run>, <sweep dir>, <head ip> ...
+    words = shlex.split(filled)
+    module = words[2]
+    args = []
+    for word in words[3:]:
+        if word.startswith("[") and word.endswith("]") and re.match(r"^\[(--)?[\w.+~/-]+[= ]", word + " "):
+            word = word[1:-1]                           # an optional argument: `[faces=detect]`
+        args.append(word)
+    return module, args
+
+
+def _config_name(module: str) -> str:
+    name = module.removeprefix("pprl.").replace(".", "_")
+    return name
+
+
+def _sweep_values(args: list[str]) -> list[str]:
+    """A --multirun's overrides with every sweep (a,b,c / range / interval / choice) replaced by one value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+
+    out = []
+    for arg, parsed in zip(args, OverridesParser.create().parse_overrides(args)):
+        if not parsed.is_sweep_override():
+            out.append(arg)
+            continue
+        key = parsed.get_key_element()
+        if isinstance(parsed.value(), IntervalSweep):
+            out.append(f"{key}={parsed.value().start}")
+        else:
+            out.append(f"{key}={next(iter(parsed.sweep_string_iterator()))}")
+    return out
+
+
+def compose_doc_command(command: str):
+    from hydra import compose, initialize_config_dir
+
+    from pprl.benchmark import as_lists
+    from pprl.runtime.cli import as_overrides
+
+    module, args = _words(command)
+    name = _config_name(module)
+    assert (Path(config_dir()) / f"{name}.yaml").is_file(), f"no command {module}"
+    if "--help" in args or "-h" in args:
+        return None
+    multirun = any(a in ("--multirun", "-m") for a in args)
+    args = [a for a in args if a not in ("--multirun", "-m")]
+    positional, options = ARGUMENTS.get(name, ((), ()))
+    args = as_overrides(args, positional, options)
+    if name == "benchmark":
+        args = as_lists(args)
+    if multirun:
+        args = _sweep_values(args)
+    hydra_keys = any(a.lstrip("+~").startswith(("hydra.", "hydra/")) or a.startswith("+sweep") for a in args)
+    with initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE):
+        return compose(name, overrides=args, return_hydra_config=hydra_keys)
+
+
+COMMANDS = doc_commands()
+
+
+def test_the_pages_show_commands():
+    assert len(COMMANDS) > 40
+    assert any("README.md" in label for label, _ in COMMANDS)
+
+
+def test_every_documented_command_composes():
+    failures = []
+    for label, command in COMMANDS:
+        if "pprl.<command>" in command or "pprl.x " in command:
+            continue
+        try:
+            compose_doc_command(command)
+        except Exception as exc:  # noqa: BLE001  (each failure is reported with its page and command)
+            failures.append(f"{label}\n    {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    assert not failures, "documented commands that do not compose:\n" + "\n".join(failures)
+
+
+def test_a_renamed_option_would_fail():
+    with pytest.raises(Exception):
+        compose_doc_command("python -m pprl.train lambda.no_such_weight=1")
+    with pytest.raises(Exception):
+        compose_doc_command("python -m pprl.evaluate run_dir=outputs/<run> attack=no_such_suite")
