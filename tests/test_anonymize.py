@@ -57,7 +57,9 @@ BAD = {  # file -> expected words in its one-line reason
     "bad_trunc.jpg": "truncated or corrupt",
     "bad_1x1.png": "too small",
     "bad_huge.png": "too large",
+    "bad_eps.png": "format EPS is not accepted (allowed: PNG, JPEG, WEBP, BMP, GIF, TIFF)",  # Ghostscript never runs
 }
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 40 40\n0 0 moveto 40 40 lineto stroke showpage\n"
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,6 +93,7 @@ def faces(tmp_path) -> Path:
     (d / "bad_trunc.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 2])
     Image.new("RGB", (1, 1), (10, 20, 30)).save(d / "bad_1x1.png")
     (d / "bad_huge.png").write_bytes(_huge_png())  # ~100 KB on disk, 100 Mpx decoded
+    (d / "bad_eps.png").write_bytes(EPS)
     (d / ".hidden").write_text("ignored")
     return d
 
@@ -130,7 +133,7 @@ def test_folder_with_good_and_bad_inputs(tiny_run, faces, tmp_path, monkeypatch)
         assert words in errors[name], (name, errors[name])
         assert "\n" not in errors[name]
     text = "\n".join(s.lines())
-    assert all(name in text for name in BAD) and "skipped 6" in text
+    assert all(name in text for name in BAD) and f"skipped {len(BAD)}" in text
     # content-independent names, one per good input at the position of the input in sorted order
     order = sorted(p.name for p in faces.iterdir() if not p.name.startswith("."))
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -275,6 +278,52 @@ def test_keep_names_and_fixed_target(tiny_run, faces, tmp_path):
     s = anon.anonymize(tiny_run, f"{faces}/a_*", out, _identity_names(tiny_run)[1], keep_names=True, progress=False)
     assert s.written == 2
     assert sorted(os.listdir(out)) == [".pprl_anonymize.json", "a_rgb_000000.png", "a_rgb_000001.png", "errors.csv"]
+
+
+def test_output_names_never_collide():
+    from pprl.faces.outputs import output_names
+
+    files = [Path(n) for n in ("a.jpg", "a.png", "A_000001.png", "B.png", "sub/b.png", "c.png", "c_x.png")]
+    for target, ids in (("random", ["x"]), ("all", ["x", "x_x"])):
+        names = [n for per in output_names(files, target, ids, keep_names=True) for n in per]
+        assert len({n.lower() for n in names}) == len(names), names  # also on a case-insensitive file system
+    assert output_names(files, "random", ["x"], True)[:3] == [["a_000000.png"], ["a_000001.png"],
+                                                              ["A_000001_2.png"]]
+
+
+def test_a_foreign_output_folder_is_refused_and_odd_errors_are_one_line(tiny_run, faces, tmp_path, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"someone else's file")
+    with pytest.raises(RunError, match=r"not empty \(holiday.jpg\).*\.pprl_anonymize\.json is missing"):
+        anon.anonymize(tiny_run, faces / "a_rgb.png", out, progress=False)
+    assert os.listdir(out) == ["holiday.jpg"]  # nothing written
+    # any error while reading one input is that input's line in errors.csv; the others are protected
+    real = anon.read_image
+
+    def odd(path, *a, **kw):
+        if Path(path).name == "b_rgba.png":
+            raise MemoryError("decoder ran out of memory")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(anon, "read_image", odd)
+    s = anon.anonymize(tiny_run, f"{faces}/[ab]_*", tmp_path / "out", progress=False)
+    assert s.completed and s.written == 1 and _errors(tmp_path / "out") == {
+        "b_rgba.png": "unexpected MemoryError: decoder ran out of memory"}
+
+
+def test_a_mean_release_writes_features_only_when_asked(tiny_run, faces, tmp_path, monkeypatch):
+    from pprl.release import load_release
+
+    mean = {"name": "mean", "kind": "mean", "mask_kl": 0.0}
+    monkeypatch.setattr(anon, "load_release", lambda ckpt, map_location="cpu": load_release(ckpt, map_location, mean))
+    with pytest.raises(RunError, match="kind mean.*allow_identifying_features=true"):
+        anon.anonymize(tiny_run, faces / "a_rgb.png", tmp_path / "o1", features=True, progress=False)
+    assert not (tmp_path / "o1").exists()
+    anon.anonymize(tiny_run, faces / "a_rgb.png", tmp_path / "o2", progress=False)  # images only: fine
+    s = anon.anonymize(tiny_run, faces / "a_rgb.png", tmp_path / "o3", features=True, progress=False,
+                       allow_identifying_features=True)
+    assert s.written == 1 and (tmp_path / "o3" / "features.npz").is_file()
 
 
 # ----------------------------------------------------------------------------- configuration errors

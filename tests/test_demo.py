@@ -83,6 +83,20 @@ def test_morph_strip_and_the_models_own_heads(demo, tmp_path):
     assert readout != demo.protect_crop(a, "cleo").readout  # other classifiers, other probabilities
 
 
+def test_a_public_page_names_no_one_and_no_server_path(demo, tiny_run, tmp_path):
+    from pprl.demo.page import _header, crop_note
+
+    path, _ = demo.examples(1)[0]
+    local = demo.protect_crop(path, "random")
+    assert "on the original the attacker says" in crop_note(local) and str(tiny_run) in _header(demo)
+    public = Demo.from_config(demo_config(tiny_run, "host=0.0.0.0", "classifiers=model"), tmp_path)
+    assert public.public and not demo.public
+    shown = public.protect_crop(path, "random")
+    assert shown.readout.identity_original == {} and crop_note(shown) == shown.note
+    header = _header(public)
+    assert f"**run** `{tiny_run.name}`" in header and str(tiny_run.parent) not in header
+
+
 def _video(path: Path, frames: int, size=(64, 48)) -> Path:
     from pprl.faces.media import VideoWriter
 

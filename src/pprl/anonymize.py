@@ -12,25 +12,28 @@ image from a generator seeded by (seed, image index), so neither draw depends on
 `target=<name>`: that identity; `target=all`: one PNG per identity). `features=true` also writes `features.npz`:
 row i = output index i, arrays `f` (N, d): the released representation f(I), the code the protected images were
 decoded from (masked as the release says), `expression_pred` (D3's argmax on I, -1 for skipped inputs), `ok`,
-`index`, `expression_names`, `release` (which release wrote it).
+`index`, `expression_names`, `release` (which release wrote it). A `mean` release hands out f = mu(I), the
+encoder's mean, which names the person (attack III): its features are written only with
+`allow_identifying_features=true`, else the run stops before reading any input.
 
 Output folder: `000000.png, 000001.png, ...` (or `000000_<target>.png` for target=all; the original stem
-with keep_names=true); `errors.csv` (index, input, reason: one line per skipped input, rewritten each
-run); `manifest.csv` (index -> input, output, target) only with manifest=true; `.pprl_anonymize.json`.
-Inputs are only ever opened for reading.
+with keep_names=true, never two inputs on one name: `pprl.faces.outputs.output_names`); `errors.csv` (index,
+input, reason: one line per skipped input, rewritten each run); `manifest.csv` (index -> input, output,
+target) only with manifest=true; `.pprl_anonymize.json`. Inputs are only ever opened for reading.
 
 Streaming and resume: only the file *names* are listed and sorted (natural order) up front; images are
 decoded, processed and written one batch at a time. Index i is the position of the input in that sorted
 list, so names are deterministic. `.pprl_anonymize.json` fingerprints the run (checkpoint sha256, the
 sorted input paths and sizes, target, seed, the release, keep_names): a rerun into the same folder must match
-it (else a clear error: use a new folder), and then skips every index whose output file(s) already exist
-(and, with features=true, whose features are stored). Every file is written atomically (hidden temp file
-+ `os.replace`), so an existing output is always complete; temp files of a killed run are removed on the
-next start. Features are saved per batch under `.features_parts/` right after that batch's PNGs and merged
-into `features.npz` when the run completes.
+it (else a clear error: use a new folder; a non-empty folder without it is refused too, nothing written), and then
+skips every index whose output file(s) already exist (and, with features=true, whose features are stored). Every
+file is written atomically (hidden temp file + `os.replace`), so an existing output is always complete; temp files
+of a killed run are removed on the next start. Features are saved per batch under `.features_parts/` right after
+that batch's PNGs and merged into `features.npz` when the run completes.
 
-An unknown `target` name is a configuration error: the run stops before reading any input, naming the
-allowed identities (nothing would be written for any image otherwise).
+Every input that cannot be read (`BadImage`, or any other error while decoding it) is one line in `errors.csv`
+and the run goes on. An unknown `target` name is a configuration error: the run stops before reading any input,
+naming the allowed identities (nothing would be written for any image otherwise).
 """
 
 from __future__ import annotations
@@ -104,6 +107,14 @@ def protect(release, x: torch.Tensor, idx: Sequence[int], target: str | int, see
     return f, [tensor_to_images(im) for im in images]
 
 
+def check_features_release(release, features: bool, allowed: bool) -> None:
+    """RunError when features=true would write a `mean` release's f = mu(I) (it names the person, attack III) and
+    `allow_identifying_features` is not set."""
+    if features and release.kind == "mean" and not allowed:
+        raise RunError(f"features=true with the release {release.name!r} (kind mean): its f = mu(I) names the person "
+                       "(attack III); set allow_identifying_features=true to write it anyway, or leave features off")
+
+
 def _batches(items: Sequence[int], size: int):
     for k in range(0, len(items), size):
         yield items[k:k + size]
@@ -114,7 +125,8 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
               target: str = "random", *, keep_names: bool = False, manifest: bool = False,
               features: bool = False, batch_size: int = 64, seed: int = 0,
               device: str = "auto", num_workers: int = 2, min_side: int = MIN_SIDE,
-              max_pixels: int = MAX_PIXELS, progress: bool = True, faces: str = "crop", detect=None) -> Summary:
+              max_pixels: int = MAX_PIXELS, progress: bool = True, faces: str = "crop", detect=None,
+              allow_identifying_features: bool = False) -> Summary:
     """Write the protected image(s) of every input into `output` (see the module docstring); returns a Summary.
 
     faces=detect finds, aligns, protects and pastes back every face of real photos and videos instead
@@ -140,6 +152,7 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
     model, release = load_release(ckpt, map_location=dev)
     names, size = list(model.identity_names), int(model.hparams.image_size)
     tgt = resolve_target(target, names)  # fail fast, before any input is touched
+    check_features_release(release, features, allow_identifying_features)
     out = Path(output).expanduser()
     files = list_inputs(input, out)
     if out.exists() and not out.is_dir():
@@ -243,7 +256,8 @@ def _cli(cfg) -> int:
                         batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=str(cfg.device),
                         num_workers=int(cfg.num_workers), min_side=int(cfg.min_side),
                         max_pixels=int(float(cfg.max_megapixels) * 1e6), progress=bool(cfg.progress),
-                        faces=str(cfg.get("faces", "crop")), detect=cfg.get("detect"))
+                        faces=str(cfg.get("faces", "crop")), detect=cfg.get("detect"),
+                        allow_identifying_features=bool(cfg.get("allow_identifying_features", False)))
     print("\n".join(summary.lines()))
     if str(cfg.get("faces", "crop")) == "detect":
         from pprl.faces.pipeline import report_lines

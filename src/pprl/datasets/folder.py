@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pprl.runtime.errors import DataError, MissingDataError
+from pprl.runtime.imageio import FORMATS
 
 from .cache import DECODE_VERSION, cached, file_signature
 from .registry import dataset_source
@@ -59,8 +60,9 @@ def subdirs(folder: Path) -> list[Path]:
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
-    """Any image -> uint8 (size, size, 3) RGB: alpha composited onto white, centre square crop, LANCZOS."""
-    with Image.open(path) as im:
+    """Any image of `pprl.runtime.imageio.FORMATS` -> uint8 (size, size, 3) RGB: alpha composited onto white, centre
+    square crop, LANCZOS (another format, e.g. an EPS named .png, is not opened: an unreadable file)."""
+    with Image.open(path, formats=FORMATS) as im:
         im.draft("RGB", (size, size))  # JPEG: decode at reduced scale (MUG frames are large)
         im.load()
         if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:

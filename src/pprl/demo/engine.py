@@ -12,6 +12,10 @@ image from the run's release (`pprl.release`), the one thing that leaves a train
   (`classifiers=model`);
 - the morph strip (paper Fig. 6): `pprl.apps.morph.morph` between two uploaded faces.
 
+Served beyond this machine (`public`: a host that is not a loopback address) the page tells strangers less: no
+identity attacker's guess on the original (`Readout.identity_original` stays empty: the page would name the
+person in an upload), and the run by its folder name only (`run_name`), not the server's path.
+
 Randomness is seeded: draw k of the page (the re-draw button counts k up) uses seed `seed + k` for the target
 identity of `random` and for the noise of a random release (the paper's `draw`); a deterministic release gives
 the same image for the same input whatever the draw.
@@ -36,7 +40,7 @@ from pprl.apps.inputs import Inputs, covering_choice
 from pprl.runtime.imageio import BadImage, read_image, write_png
 from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 
-from .guards import Limits, checked_video, uploaded
+from .guards import Limits, checked_video, decode_caps, uploaded
 
 CLASSIFIERS = ("run", "model")
 RANDOM, ALL = "random", "all"
@@ -69,7 +73,7 @@ class Readout:
     expression_original: dict[str, float]
     expression_protected: dict[str, float]
     identity_protected: dict[str, float]
-    identity_original: dict[str, float]
+    identity_original: dict[str, float]  # empty on a public page (see the module docstring)
 
 
 @dataclass
@@ -86,12 +90,12 @@ class Demo:
     """The loaded run (`Context`), its release and classifiers, the limits and a folder for request files."""
 
     def __init__(self, ctx: Context, limits: Limits, classifiers: str = "run", detect: dict | None = None,
-                 morph_steps: int = 8, workdir: str | Path | None = None):
+                 morph_steps: int = 8, workdir: str | Path | None = None, public: bool = False):
         if classifiers not in CLASSIFIERS:
             from pprl.runtime.errors import ConfigError
 
             raise ConfigError(f"classifiers={classifiers!r}: allowed values are {', '.join(CLASSIFIERS)}")
-        self.ctx, self.limits, self.classifiers_name = ctx, limits, classifiers
+        self.ctx, self.limits, self.classifiers_name, self.public = ctx, limits, classifiers, bool(public)
         self.release = ctx.release
         self.detect, self.morph_steps = dict(detect or {}), int(morph_steps)
         self.classifiers = ctx.refs if classifiers == "run" else ModelHeads(ctx.model, ctx.device)
@@ -100,12 +104,16 @@ class Demo:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, workdir: str | Path | None = None) -> "Demo":
-        """The demo of a composed `conf/demo.yaml`: loads the run's model, data split and classifiers."""
+        """The demo of a composed `conf/demo.yaml`: loads the run's model, data split and classifiers; public when
+        `host` is not a loopback address."""
+        from .serve import is_loopback
+
         ctx_cfg = OmegaConf.create({"run_dir": cfg.run_dir, "device": cfg.device, "seed": int(cfg.seed),
                                     "batch_size": 64, "reference": cfg.reference,
                                     "task": {"name": "demo", "latent": "release"}})
         return cls(load_context(ctx_cfg), Limits.from_config(cfg), str(cfg.classifiers),
-                   OmegaConf.to_container(cfg.detect) if cfg.get("detect") else None, int(cfg.morph_steps), workdir)
+                   OmegaConf.to_container(cfg.detect) if cfg.get("detect") else None, int(cfg.morph_steps), workdir,
+                   public=not is_loopback(str(cfg.get("host", "127.0.0.1"))))
 
     def close(self) -> None:
         """Remove the folder of the examples and the requests' files."""
@@ -115,6 +123,12 @@ class Demo:
     @property
     def identities(self) -> list[str]:
         return self.ctx.identities
+
+    @property
+    def run_name(self) -> str:
+        """The run as the page names it: its path on a loopback page, its folder name on a public one."""
+        run = Path(str(self.ctx.run_dir))
+        return run.name if self.public else str(run)
 
     @property
     def size(self) -> int:
@@ -160,7 +174,8 @@ class Demo:
             return {n: float(p) for n, p in zip(names, probs.mean(0))}
 
         return Readout(named(j.expression_probs(original), exprs), named(j.expression_probs(protected), exprs),
-                       named(j.identity_probs(protected), ids), named(j.identity_probs(original), ids))
+                       named(j.identity_probs(protected), ids),
+                       {} if self.public else named(j.identity_probs(original), ids))
 
     @torch.inference_mode()
     def protect_crop(self, path: str | Path | None, target: str, draw: int = 0) -> Protected:
@@ -210,7 +225,8 @@ class Demo:
         if target == ALL:
             raise BadImage("photos and clips take one target per face: random or an identity")
         out = self.request_dir()
-        summary = anonymize_detect(None, path, out, target, seed=self.ctx.seed + int(draw), detect=self.detect,
+        summary = anonymize_detect(None, path, out, target, seed=self.ctx.seed + int(draw),
+                                   detect={**self.detect, **decode_caps(self.limits)},
                                    release=self.release, progress=False, max_pixels=self.limits.max_pixels)
         if summary.skipped:
             raise BadImage(summary.skipped[0][2])

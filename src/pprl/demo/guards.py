@@ -4,8 +4,11 @@ The page is a server that strangers may feed: each upload is refused with a one-
 on the page) when it is too large a file (`max_upload_mb`, also enforced by Gradio before the upload completes),
 when it is not what the tab takes, or when it is a video too long (`max_video_seconds`, `max_video_frames`) or too
 large per frame (`max_pixels`). Images are then read by the project's own guarded readers
-(`pprl.runtime.imageio.read_image` for crops, `pprl.faces.media.read_photo` for photos: not an image, truncated,
-too small, decompression bombs), videos by `pprl.faces.media` (a corrupt clip is a `BadImage` too).
+(`pprl.runtime.imageio.read_image` for crops, `pprl.faces.media.read_photo` for photos: formats PNG, JPEG, WEBP,
+BMP, GIF, TIFF only, not an image, truncated, too small, decompression bombs), videos by `pprl.faces.media`
+(allowlisted demuxers only; a corrupt clip is a `BadImage` too). The frame and pixel caps of a clip are counted
+while it is decoded (`pprl.faces.media.count_frames`, the decode loop of `read_frames`), never taken from what the
+container states.
 """
 
 from __future__ import annotations
@@ -57,36 +60,33 @@ def uploaded(path: str | Path | None, limits: Limits) -> Path:
     return path
 
 
-def _count_packets(path: Path, cap: int) -> int:
-    """Video packets of the first video stream, counting stops past `cap` (for containers that state no count)."""
-    from pprl.faces import require
-
-    av = require("av", "video input")
-    n = 0
-    try:
-        with av.open(str(path), "r") as container:
-            for packet in container.demux(video=0):
-                n += packet.size > 0
-                if n > cap:
-                    break
-    except Exception as exc:  # av errors while demuxing: a broken file
-        raise BadImage(f"not a readable video: {' '.join(str(exc).split())[:160]}") from None
-    return n
-
-
 def checked_video(path: Path, limits: Limits):
-    """`pprl.faces.media.probe` of a clip within the video limits (VideoInfo), else BadImage with the reason."""
-    from pprl.faces.media import VIDEO_EXTS, is_video, probe
+    """`pprl.faces.media.probe` of a clip within the video limits (VideoInfo, `frames` as decoded), else BadImage
+    with the reason. The clip is decoded once under the caps: `max_video_frames` and `max_pixels` per frame."""
+    from dataclasses import replace
+
+    from pprl.faces.media import VIDEO_EXTS, count_frames, is_video, probe
 
     if not is_video(path):
         raise BadImage(f"not a video file: the video tab takes {', '.join(sorted(VIDEO_EXTS))}")
-    info = probe(path)  # BadImage for a file PyAV cannot open or without a video stream
+    info = probe(path)  # BadImage for a file PyAV cannot open (or another container) or without a video stream
     if info.width * info.height > limits.max_pixels:
         raise BadImage(f"frames of {info.width}x{info.height} px are more than max_pixels={limits.max_pixels:,}")
-    frames = info.frames or _count_packets(path, limits.max_video_frames)
+    try:
+        frames = count_frames(path, max_frames=limits.max_video_frames, max_pixels=limits.max_pixels)
+    except BadImage as exc:
+        if "max_frames" in str(exc):
+            raise BadImage(f"the clip has more frames than max_video_frames={limits.max_video_frames}") from None
+        raise
     seconds = frames / float(info.fps) if info.fps else 0.0
-    if frames > limits.max_video_frames:
-        raise BadImage(f"the clip has more frames than max_video_frames={limits.max_video_frames}")
     if seconds > limits.max_video_seconds:
         raise BadImage(f"the clip is {seconds:.1f} s long, more than max_video_seconds={limits.max_video_seconds:g}")
-    return info
+    return replace(info, frames=frames)
+
+
+def decode_caps(limits: Limits) -> dict[str, int]:
+    """The decode-loop caps of the pipeline's `detect` block for a clip of the demo (keys it knows only)."""
+    from pprl.faces.pipeline import DetectSettings
+
+    caps = {"max_frames": int(limits.max_video_frames)}
+    return {k: v for k, v in caps.items() if k in DetectSettings.__dataclass_fields__}

@@ -48,6 +48,15 @@ def guarded(fn, blanks: tuple):
     return run
 
 
+def crop_note(r) -> str:
+    """The crop tab's status line: the target and, on a loopback page, the attacker's guess on the original."""
+    guess = r.readout.identity_original
+    if not guess:  # a public page (`Demo.public`) names no one in an upload
+        return r.note
+    top = max(guess, key=guess.get)
+    return f"{r.note} · on the original the attacker says **{top}** ({guess[top]:.0%})"
+
+
 def _header(demo: Demo) -> str:
     random_note = ("random: each draw decodes new noise, **Re-draw** shows another" if not demo.release.deterministic
                    else "deterministic: the same input always gives the same image")
@@ -56,7 +65,7 @@ def _header(demo: Demo) -> str:
             f"G(I, c), the face with its identity replaced by a target identity c and its expression kept.\n\n"
             f"- **release** `{demo.release.describe()}` ({random_note})\n"
             f"- **classifiers shown**: {demo.describe_classifiers()}\n"
-            f"- **run** `{demo.ctx.run_dir}` · {demo.size} px faces · identities {', '.join(demo.identities)}\n"
+            f"- **run** `{demo.run_name}` · {demo.size} px faces · identities {', '.join(demo.identities)}\n"
             f"- served from this machine only: no analytics, no CDN, no share link")
 
 
@@ -107,10 +116,8 @@ def _crop_tab(gr, demo: Demo, targets, draw, n_examples: int) -> None:
     def protect(path, tgt, k):
         r = demo.protect_crop(path, tgt, k)
         out = r.readout
-        top = max(out.identity_original, key=out.identity_original.get)
-        note = (f"{r.note} · on the original the attacker says **{top}** "
-                f"({out.identity_original[top]:.0%})")
-        return r.original, r.protected, out.expression_original, out.expression_protected, out.identity_protected, note
+        return (r.original, r.protected, out.expression_original, out.expression_protected, out.identity_protected,
+                crop_note(r))
 
     outputs = [original, protected, *labels, status]
     handler = guarded(protect, (None,) * 5)

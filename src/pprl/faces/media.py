@@ -1,10 +1,14 @@
 """Reading photos at full resolution, and reading / writing videos frame by frame (PyAV, the `faces` extra).
 
-Photos go through the same guards as `pprl.runtime.imageio.read_image` (empty, unreadable, not an image, truncated,
-too small, too large, EXIF orientation, any mode -> RGB) but keep their size. Videos are decoded with PyAV
-(which ships its own FFmpeg); a file that cannot be opened, holds no video stream or breaks off mid-stream
-raises `BadImage` with a one-line reason. `VideoWriter` writes frames at the input's size and frame rate,
-atomically (hidden temp file + rename on success); audio and metadata are not copied.
+Photos go through the same guards as `pprl.runtime.imageio.read_image` (empty, unreadable, not an image, a format
+outside `imageio.FORMATS`, truncated, too small, too large, EXIF orientation, any mode -> RGB) but keep their size.
+Videos are decoded with PyAV (which ships its own FFmpeg) through the demuxers of `DEMUXERS` only (FFmpeg's
+`format_whitelist`: a file whose probed container is another, e.g. an HLS or concat playlist or an image
+sequence, is refused before its header is read). A file that cannot be opened, holds no video stream or breaks
+off mid-stream raises `BadImage` with a one-line reason, and so does a video with more than `max_frames` frames
+or a frame larger than `max_pixels`: both are counted while decoding, whatever the container states.
+`VideoWriter` writes frames at the input's size and frame rate, atomically (hidden temp file + rename on success);
+audio and metadata are not copied.
 """
 
 from __future__ import annotations
@@ -16,13 +20,18 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ImageOps
 
-from pprl.runtime.imageio import MAX_PIXELS, MIN_SIDE, BadImage, _check_file, _one_line, atomic_path, to_rgb
+from pprl.runtime.imageio import (MAX_PIXELS, MIN_SIDE, BadImage, _check_file, _one_line, atomic_path, open_image,
+                                  to_rgb)
 
 from . import require
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+#: the FFmpeg demuxers videos are opened with: MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-PS, MPEG-TS, FLV, ASF (WMV)
+DEMUXERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpeg", "mpegts", "flv", "asf")
+#: most frames a video may hold (counted while decoding): 2 hours at 30 fps
+MAX_FRAMES = 216_000
 CODECS = {  # name -> (encoder, container format, file suffix)
     "h264": ("libx264", "mp4", ".mp4"),
     "ffv1": ("ffv1", "matroska", ".mkv"),  # lossless (RGB planes), for archives and tests
@@ -37,12 +46,7 @@ def read_photo(path: str | os.PathLike, *, min_side: int = MIN_SIDE, max_pixels:
     """uint8 (H, W, 3) RGB of a photo at its own size (huge JPEGs decoded at a reduced scale), or BadImage."""
     path = Path(path)
     _check_file(path)
-    try:
-        im = Image.open(path)
-    except UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
-    except Exception as exc:
-        raise BadImage(f"cannot open image: {_one_line(exc)}") from None
+    im = open_image(path)
     with im:
         w, h = im.size
         if min(w, h) < min_side:
@@ -76,9 +80,15 @@ def _open(path: Path):
     av = require("av", "video input")
     _check_file(path)
     try:
-        container = av.open(str(path), "r")
+        container = av.open(str(path), "r", options={"format_whitelist": ",".join(DEMUXERS)})
+    except av.error.ArgumentError:  # EINVAL: FFmpeg probed a container outside the whitelist
+        raise BadImage(f"the container format is not accepted (allowed demuxers: {', '.join(DEMUXERS)})") from None
     except Exception as exc:  # av.error.InvalidDataError, ...
         raise BadImage(f"not a readable video: {_one_line(exc)}") from None
+    names = set(str(container.format.name).split(","))
+    if not names & set(DEMUXERS):  # the whitelist already refused it; checked again on the opened container
+        container.close()
+        raise BadImage(f"container format {container.format.name} is not accepted (allowed: {', '.join(DEMUXERS)})")
     if not container.streams.video:
         container.close()
         raise BadImage("no video stream in the file")
@@ -102,17 +112,21 @@ def keep_frame(index: int, source_fps: float, fps: float | None) -> bool:
     return index == 0 or int(index * step + 1e-9) > int((index - 1) * step + 1e-9)
 
 
-def read_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, uint8 RGB frame) for every frame (or those kept by `fps`); BadImage on broken data."""
-    container, stream = _open(Path(path))
+def _decoded(path: Path, max_frames: int | None, max_pixels: int | None):
+    """(index, av frame, source fps) of every decoded frame; the caps are checked on each frame as it is decoded."""
+    container, stream = _open(path)
     stream.thread_type = "AUTO"  # frame/slice threads in the decoder
     source_fps = float(stream.average_rate or stream.guessed_rate or 25)
     index = 0
     with container:
         try:
             for frame in container.decode(stream):
-                if keep_frame(index, source_fps, fps):
-                    yield index, frame.to_ndarray(format="rgb24")
+                if max_frames is not None and index >= int(max_frames):
+                    raise BadImage(f"the video has more than max_frames={int(max_frames):,} frames")
+                if max_pixels is not None and frame.width * frame.height > int(max_pixels):
+                    raise BadImage(f"frame {index} is {frame.width}x{frame.height} px, larger than "
+                                   f"max_pixels={int(max_pixels):,}")
+                yield index, frame, source_fps
                 index += 1
         except BadImage:
             raise
@@ -120,6 +134,24 @@ def read_frames(path: str | os.PathLike, fps: float | None = None) -> Iterator[t
             raise BadImage(f"corrupt video data after frame {index}: {_one_line(exc)}") from None
     if index == 0:
         raise BadImage("the video holds no decodable frame")
+
+
+def read_frames(path: str | os.PathLike, fps: float | None = None, *, max_frames: int | None = MAX_FRAMES,
+                max_pixels: int | None = MAX_PIXELS) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, uint8 RGB frame) for every frame (or those kept by `fps`); BadImage on broken data, on the
+    frame past `max_frames` and on a frame of more than `max_pixels` pixels (None: no cap)."""
+    for index, frame, source_fps in _decoded(Path(path), max_frames, max_pixels):
+        if keep_frame(index, source_fps, fps):
+            yield index, frame.to_ndarray(format="rgb24")
+
+
+def count_frames(path: str | os.PathLike, *, max_frames: int | None = MAX_FRAMES,
+                 max_pixels: int | None = MAX_PIXELS) -> int:
+    """Frames of a video, counted by decoding it under the caps of `read_frames` (BadImage past them)."""
+    n = 0
+    for n, _, _ in _decoded(Path(path), max_frames, max_pixels):
+        pass
+    return n + 1
 
 
 class VideoWriter:

@@ -84,7 +84,13 @@ def resolve_target(target, identity_names: Sequence[str]) -> str | int:
 
 def output_names(files: Sequence[Path], target: str | int, identity_names: Sequence[str],
                  keep_names: bool) -> list[list[str]]:
-    """Output file name(s) per input index (content-independent unless keep_names)."""
+    """Output file name(s) per input index (content-independent unless keep_names).
+
+    keep_names: the input's stem; stems that clash when case is ignored (a.jpg and a.png, A.png and a.png, the same
+    name in two folders of a glob) all get their index appended (a_000000, a_000001). Names never collide, also on a
+    case-insensitive file system: a name that would still clash with an earlier one (a stem such as a_000001 beside
+    a.jpg and a.png) gets a counter appended (a_000001_2).
+    """
     width = max(6, len(str(max(len(files) - 1, 0))))
     bases = [f"{i:0{width}d}" for i in range(len(files))]
     if keep_names:
@@ -92,11 +98,22 @@ def output_names(files: Sequence[Path], target: str | int, identity_names: Seque
         for f in files:
             seen[f.stem.lower()] = seen.get(f.stem.lower(), 0) + 1
         bases = [f.stem if seen[f.stem.lower()] == 1 else f"{f.stem}_{b}" for f, b in zip(files, bases)]
-    if target != "all":
-        return [[f"{b}.png"] for b in bases]
     tags = [_safe(n) for n in identity_names]
     tags = [t if tags.count(t) == 1 else f"{t}-{k}" for k, t in enumerate(tags)]
-    return [[f"{b}_{t}.png" for t in tags] for b in bases]
+
+    def names_of(base: str) -> list[str]:
+        return [f"{base}.png"] if target != "all" else [f"{base}_{t}.png" for t in tags]
+
+    taken: set[str] = set()
+    out = []
+    for base in bases:
+        names, k = names_of(base), 1
+        while any(n.lower() in taken for n in names):
+            k += 1
+            names = names_of(f"{base}_{k}")
+        taken.update(n.lower() for n in names)
+        out.append(names)
+    return out
 
 
 def per_image_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
@@ -137,7 +154,10 @@ def write_text(path: Path, text: str) -> None:
 
 
 def check_state(out: Path, state: dict) -> None:
-    """Record the run's fingerprint in `out`, or check that a previous run there had the same one."""
+    """Record the run's fingerprint in `out`, or check that a previous run there had the same one.
+
+    A folder without the fingerprint that holds anything but hidden entries is refused (RunError, nothing written):
+    a run never mixes its outputs with other files, nor overwrites them."""
     path = out / STATE_NAME
     if path.is_file():
         try:
@@ -149,7 +169,18 @@ def check_state(out: Path, state: dict) -> None:
             raise RunError(f"output {out} holds a different anonymize run (changed: {', '.join(changed)}); "
                            "use a new output folder (or empty this one) to start over")
         return
+    refuse_foreign_files(out, STATE_NAME, "an anonymize run")
     write_text(path, json.dumps(state, indent=1) + "\n")
+
+
+def refuse_foreign_files(out: Path, state_name: str, what: str) -> None:
+    """RunError when `out` holds a non-hidden entry but no `state_name`: files that this command did not write."""
+    with os.scandir(out) as it:
+        foreign = sorted(e.name for e in it if not e.name.startswith("."))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RunError(f"output {out} is not empty ({shown}) and is not the folder of {what} ({state_name} is "
+                       "missing): use a new or empty output folder")
 
 
 @dataclass

@@ -5,6 +5,9 @@ training data (paper §5.1: RGB, resized to the model's size; alpha composited o
 square crop, LANCZOS), or raises `BadImage` whose message is a one-line reason:
 
 - empty (0-byte) file, not a regular file, unreadable file, not an image (unknown format);
+- a format outside `FORMATS` (PNG, JPEG, WEBP, BMP, GIF, TIFF): Pillow is asked to try those plugins only
+  (`open_image`), so an EPS (Ghostscript), PSD, ... upload never reaches another decoder; the reason names the
+  format, found from the file's first bytes alone;
 - truncated or corrupt PNG/JPEG data: with Pillow's default `ImageFile.LOAD_TRUNCATED_IMAGES = False`
   (which `ensure_strict_decoding`, called by `pprl.anonymize`, enforces) `.load()` raises, so a cut file
   is an error, never a silently grey-padded image;
@@ -39,6 +42,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 MIN_SIDE = 8
 MAX_PIXELS = 50_000_000
 TMP_SUFFIX = ".pprl-tmp"
+#: the Pillow plugins that open user files (multi-picture JPEGs from phones open through the JPEG plugin)
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 class BadImage(ValueError):
@@ -71,6 +76,39 @@ def _check_file(path: Path) -> None:
         raise BadImage("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise BadImage("cannot read file: permission denied")
+
+
+def sniff_format(path: str | os.PathLike) -> str | None:
+    """The Pillow format whose signature check accepts the file's first bytes (no decoder runs), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            if accept is not None and accept(head):
+                return name
+        except Exception:  # a signature check that wants more bytes than the head
+            continue
+    return None
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """`Image.open` restricted to `FORMATS` (reads the header only); BadImage with a one-line reason otherwise."""
+    try:
+        return Image.open(path, formats=FORMATS)
+    except UnidentifiedImageError:
+        other = sniff_format(path)
+        if other and other not in FORMATS:
+            raise BadImage(f"format {other} is not accepted (allowed: {', '.join(FORMATS)})") from None
+        raise BadImage("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too large (Pillow decompression-bomb guard): {_one_line(exc)}") from None
+    except Exception as exc:  # OSError, SyntaxError from broken headers, ...
+        raise BadImage(f"cannot open image: {_one_line(exc)}") from None
 
 
 def _wide_to_8bit(im: Image.Image) -> Image.Image:
@@ -112,14 +150,7 @@ def read_image(path: str | os.PathLike, size: int, *, min_side: int = MIN_SIDE,
     """uint8 (size, size, 3) RGB of the image at `path`, or `BadImage` with a one-line reason. Never writes."""
     path = Path(path)
     _check_file(path)
-    try:
-        im = Image.open(path)  # reads the header only
-    except UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise BadImage(f"too large (Pillow decompression-bomb guard): {_one_line(exc)}") from None
-    except Exception as exc:  # OSError, SyntaxError from broken headers, ...
-        raise BadImage(f"cannot open image: {_one_line(exc)}") from None
+    im = open_image(path)  # reads the header only
     with im:
         w, h = im.size
         if min(w, h) < min_side:
