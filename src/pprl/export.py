@@ -18,6 +18,9 @@ size, identity and expression names, the release and these conventions. Files: `
 (legacy TorchScript-based ONNX exporter, opset 17: needs only the `onnx` package, not `onnxscript`) or
 `encoder.pt`/`generator.pt` (`torch.jit.load`). After exporting, the outputs are compared with the PyTorch
 release at two batch sizes (ONNX only when `onnxruntime` is installed: `pip install pprl[export]`).
+
+A `mean` release's encoder graph hands out f = mu(I), which names the person (attack III): such a run is exported
+only with `allow_identifying_features=true` (a RunError before anything is written otherwise).
 """
 
 from __future__ import annotations
@@ -95,12 +98,16 @@ def _export_torchscript(module: nn.Module, args: tuple, path: Path) -> None:
 
 
 def export(run_dir: str | Path, format: str = "onnx", output: str | Path | None = None,
-           opset: int = 17) -> dict[str, Path]:
+           opset: int = 17, allow_identifying_features: bool = False) -> dict[str, Path]:
     """Export the run's release (a run dir or checkpoint) as the encoder and generator graphs; returns
-    {"encoder": path, "generator": path}."""
+    {"encoder": path, "generator": path}. A `mean` release needs `allow_identifying_features` (module docstring)."""
     if format not in FORMATS:
         raise RunError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
     model, release = load_release(run_dir, map_location="cpu")
+    if release.kind == "mean" and not allow_identifying_features:
+        raise RunError(f"the run's release {release.name!r} is of kind mean: its encoder graph would hand out "
+                       "f = mu(I), which names the person (attack III); set allow_identifying_features=true to "
+                       "export it anyway")
     out = Path(output).expanduser() if output else run_dir_of(run_dir) / "export"
     out.mkdir(parents=True, exist_ok=True)
     example = example_inputs(release)
@@ -171,7 +178,8 @@ def check_export(run_dir: str | Path, paths: dict[str, Path], batch_sizes=(1, 5)
 def _cli(cfg) -> int:
     from pprl.runtime.cli import print_written
 
-    paths = export(cfg.run_dir, str(cfg.format), cfg.get("output"), int(cfg.opset))
+    paths = export(cfg.run_dir, str(cfg.format), cfg.get("output"), int(cfg.opset),
+                   allow_identifying_features=bool(cfg.allow_identifying_features))
     for name, p in paths.items():
         print(f"{name}: {p}")
     if cfg.check:
