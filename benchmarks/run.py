@@ -263,7 +263,7 @@ NOTES = """## Notes
 - Threads: on this shared 2-core machine 2 torch threads are ~5x *slower* than 1 (OpenMP threads spin
   against other jobs' processes), so every benchmark runs with `--threads 1`; on a dedicated machine use the
   default. The test suite is ~10x faster with `OMP_NUM_THREADS=1` here.
-- bf16-mixed is 1.5x faster than fp32 on this CPU (AVX-512 BF16); channels_last and torch.compile (Inductor,
+- bf16-mixed is 1.6x faster than fp32 on this CPU (AVX-512 BF16); channels_last and torch.compile (Inductor,
   ~40 s to compile) change little on CPU. All four options train and give finite weights.
 - GPU figures: `benchmarks/gpu.sh` (Trainer vs plain loop, bf16 vs fp32, the device data path,
   several sweep jobs per GPU) writes them to `benchmarks/RESULTS_gpu.md`."""
