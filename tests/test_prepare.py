@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -112,6 +113,34 @@ def test_labels_from_csv_and_fixed_labels(raw, tmp_path):
     r = prep.prepare(raw / "eileen/happy", tmp_path / "fixed", prep.Settings(size=32, identity="p1", expression="joy",
                                                                               fps=1), progress=False)
     assert r["identities"] == ["p1"] and r["expressions"] == ["joy"] and r["crops"] == 3
+
+
+def test_crop_names_never_collide_and_a_foreign_folder_is_refused(raw, tmp_path, monkeypatch):
+    root = Path("/r")
+    files = [root / n for n in ("a/b_c.jpg", "a_b/c.jpg", "x.jpg", "x.png", "X.Png", "clip.mp4", "clip_f000001.png",
+                                "solo.png")]
+    names = prep.source_names(files, root)
+    assert len({n.lower() for n in names}) == len(names) and names[-1] == "solo" and names[5] == "clip"
+    assert names[2:4] == ["x_jpg", "x_png"] and names[6] == "clip_f000001_2"
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(raw / "eileen/happy/upright.png", src / "x.png")
+    shutil.copy(raw / "eileen/happy/rotated.jpg", src / "x.jpg")
+    (src / "y.png").write_bytes((src / "x.png").read_bytes())
+    from pprl.faces import media
+
+    real = media.read_photo
+    monkeypatch.setattr(media, "read_photo", lambda p, **kw: 1 / 0 if p.name == "y.png" else real(p, **kw))
+    fixed = dict(size=32, identity="a", expression="b", rotations=[0, -30])
+    r = prep.prepare(src, tmp_path / "out", prep.Settings(**fixed), progress=False)
+    assert sorted(p.name for p in (tmp_path / "out/a/b").iterdir()) == ["x_jpg.png", "x_png.png"]
+    assert r["skipped"] == [[str(src / "y.png"), "", "unexpected ZeroDivisionError: division by zero"]]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"not empty \(keep.txt\).*\.pprl_prepare\.json is missing"):
+        prep.prepare(src, foreign, prep.Settings(**fixed), progress=False)
+    assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"]
 
 
 def test_cli_and_missing_extra(raw, tmp_path):

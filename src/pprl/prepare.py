@@ -13,11 +13,17 @@ from a CSV (`labels=<file>` with columns path, identity, expression; path relati
 (`identity=`, `expression=`). Videos are read frame by frame (`fps=` keeps that many frames per second);
 image sequences are folders of frames (`sequence_fps=` their rate, with `fps=` to subsample them).
 
+A crop is named after its source's path below `input` (`eileen/happy/a.jpg` -> `eileen_happy_a.png`, video frames
+`..._f000012.png`); sources whose names would clash when case is ignored (`x.jpg` beside `x.png`, `a/b_c.jpg` beside
+`a_b/c.jpg`) get their file type, then a counter, appended (`x_jpg`, `x_png`), so no crop overwrites another.
+
 `faces.csv`: one row per written crop (output, source, frame, labels, box, the 3 template landmarks, detector
 score and angle). `skipped.csv`: every file or frame that gave no crop, with its reason (not an image or video,
-unreadable, no labels, no face, several faces, face smaller than `min_face`): nothing is dropped silently or
-guessed. Inputs are only read; crops are written atomically; a rerun with the same settings resumes (a
-finished source has its rows in `.prepare_parts/`), different settings into the same output are refused.
+unreadable, a format outside PNG/JPEG/WEBP/BMP/GIF/TIFF or the allowlisted video containers, no labels, no face,
+several faces, face smaller than `min_face`, any other error while reading it): nothing is dropped silently or
+guessed, and one bad file never stops the others. Inputs are only read; crops are written atomically; a rerun with
+the same settings resumes (a finished source has its rows in `.prepare_parts/`), different settings into the same
+output are refused, and so is a non-empty output folder that holds no `.pprl_prepare.json` (nothing written).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pprl.runtime.imageio import BadImage, atomic_path, ensure_strict_decoding, remove_stale_temps, write_png
+from pprl.runtime.imageio import (BadImage, _one_line, atomic_path, ensure_strict_decoding, remove_stale_temps,
+                                  write_png)
 from pprl.runtime.errors import RunError
 
 STATE = ".pprl_prepare.json"
@@ -165,7 +172,17 @@ class Preparer:
         return [[rel.as_posix(), str(src), frame, *labels, *(round(float(v), 1) for v in face.box), *lm,
                  round(face.score, 4), face.rotation]], []
 
-    def source(self, path: Path, seq_index: int) -> tuple[list, list]:
+    def source(self, path: Path, seq_index: int, name: str | None = None) -> tuple[list, list]:
+        """(face rows, skip rows) of one source file; `name`: its crops' name (`source_names`). Any error while
+        reading it is a skip row."""
+        try:
+            return self._source(path, seq_index, name or source_names([path], self.root)[0])
+        except BadImage as exc:
+            return [], [[str(path), "", str(exc)]]
+        except Exception as exc:  # never let one file stop the others
+            return [], [[str(path), "", f"unexpected {type(exc).__name__}: {_one_line(exc)}"]]
+
+    def _source(self, path: Path, seq_index: int, name: str) -> tuple[list, list]:
         from pprl.faces.media import is_video, keep_frame, read_frames, read_photo
 
         if not (is_video(path) or path.suffix.lower() in IMAGE_EXTS):
@@ -173,20 +190,44 @@ class Preparer:
         labels = self.labeller(path)
         if isinstance(labels, str):
             return [], [[str(path), "", labels]]
-        name = _safe("_".join(path.relative_to(self.root).with_suffix("").parts))
-        try:
-            if not is_video(path):
-                if seq_index >= 0 and self.s.sequence_fps and not keep_frame(seq_index, float(self.s.sequence_fps),
-                                                                              self.s.fps):
-                    return [], []  # a sequence frame left out by fps: not an error, not a crop
-                return self.crop(read_photo(path), path, 0, labels, name)
-            faces, skipped = [], []
-            for i, frame in read_frames(path, self.s.fps):
-                f, s = self.crop(frame, path, i, labels, f"{name}_f{i:06d}")
-                faces, skipped = faces + f, skipped + s
-            return faces, skipped
-        except BadImage as exc:
-            return [], [[str(path), "", str(exc)]]
+        if not is_video(path):
+            if seq_index >= 0 and self.s.sequence_fps and not keep_frame(seq_index, float(self.s.sequence_fps),
+                                                                          self.s.fps):
+                return [], []  # a sequence frame left out by fps: not an error, not a crop
+            return self.crop(read_photo(path), path, 0, labels, name)
+        faces, skipped = [], []
+        for i, frame in read_frames(path, self.s.fps):
+            f, s = self.crop(frame, path, i, labels, f"{name}_f{i:06d}")
+            faces, skipped = faces + f, skipped + s
+        return faces, skipped
+
+
+def source_names(files: list[Path], root: Path) -> list[str]:
+    """The crop name of each source file (see the module docstring): unique when case is ignored, and never of the
+    form `<a video's name>_f<6 digits>` (that video's frames)."""
+    from pprl.faces.media import is_video
+
+    bases = [_safe("_".join(p.relative_to(root).with_suffix("").parts)) for p in files]
+    count: dict[str, int] = {}
+    for b in bases:
+        count[b.lower()] = count.get(b.lower(), 0) + 1
+    bases = [b if count[b.lower()] == 1 else _safe(f"{b}_{p.suffix.lstrip('.')}") for b, p in zip(bases, files)]
+    videos = {b.lower() for b, p in zip(bases, files) if is_video(p)}
+    taken: set[str] = set()
+    names = []
+    for b, p in zip(bases, files):
+        name, k = b, 1
+        while name.lower() in taken or (not is_video(p) and _frame_of(name.lower(), videos)):
+            k += 1
+            name = f"{b}_{k}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _frame_of(name: str, videos: set[str]) -> bool:
+    m = re.fullmatch(r"(.*)_f\d{6}", name)
+    return bool(m) and m.group(1) in videos
 
 
 def sequence_positions(files: list[Path], min_frames: int = 3) -> list[int]:
@@ -227,6 +268,10 @@ def prepare(input, output, settings: Settings | None = None, progress: bool = Tr
         raise RunError(f"output {out} exists and is not a folder")
     ensure_strict_decoding()
     prep = Preparer(s, root, out)  # fails here, before writing anything, if the faces extra is missing
+    if out.is_dir() and not (out / STATE).is_file():
+        from pprl.faces.outputs import refuse_foreign_files
+
+        refuse_foreign_files(out, STATE, "a prepare run")
     out.mkdir(parents=True, exist_ok=True)
     (out / PARTS).mkdir(exist_ok=True)
     for folder in (out, out / PARTS):
@@ -241,15 +286,15 @@ def prepare(input, output, settings: Settings | None = None, progress: bool = Tr
     else:
         with atomic_path(out / STATE) as tmp:
             tmp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    t0, done, positions = time.perf_counter(), 0, sequence_positions(files)
+    t0, done, positions, names = time.perf_counter(), 0, sequence_positions(files), source_names(files, root)
     bar = tqdm(files, unit="file", desc="prepare", disable=not progress, file=sys.stderr)
-    for path, index in zip(bar, positions):
+    for path, index, name in zip(bar, positions, names):
         part = out / PARTS / (hashlib.sha1(str(path.relative_to(root)).encode("utf-8", "surrogateescape"))
                               .hexdigest() + ".json")
         if part.is_file():
             done += 1
             continue
-        faces, skipped = prep.source(path, index)
+        faces, skipped = prep.source(path, index, name)
         with atomic_path(part) as tmp:
             tmp.write_text(json.dumps({"faces": faces, "skipped": skipped}), encoding="utf-8")
     all_faces, all_skipped = [], []
