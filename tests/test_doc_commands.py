@@ -19,18 +19,27 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 #: commands whose plain words are options (`run_hydra(positional=..., options=...)` in each command's main)
 ARGUMENTS = {"report": (["sweep_dir"], ["out"]),
              "data_synthetic": (["root"], ["identities", "per_group", "size", "seed"])}
-_FENCE = re.compile(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_SHELL = ("", "bash", "sh", "shell", "console")
 _INLINE = re.compile(r"`([^`]*python -m pprl\.[^`]*)`")
 _START = re.compile(r"python -m (pprl(?:\.\w+)+)")
 
 
 def _snippets(text: str) -> list[str]:
-    """Shell lines of the fenced blocks (continuations joined) and inline code spans that run a command."""
-    out = []
-    for block in _FENCE.findall(text):
-        out += block.replace("\\\n", " ").splitlines()
-    prose = _FENCE.sub("", text)
-    out += [" ".join(span.split()) for span in _INLINE.findall(prose)]
+    """Shell lines of the fenced shell blocks (continuations joined) and inline code spans that run a command."""
+    out, prose, block, language = [], [], None, ""
+    for line in text.splitlines():
+        fence = re.match(r"^\s*```(\w*)", line)
+        if fence and block is None:
+            block, language = [], fence.group(1)
+        elif fence:
+            if language in _SHELL:
+                out += "\n".join(block).replace("\\\n", " ").splitlines()
+            block = None
+        elif block is not None:
+            block.append(line)
+        else:
+            prose.append(line)
+    out += [" ".join(span.split()) for span in _INLINE.findall("\n".join(prose))]
     return out
 
 
@@ -53,14 +62,9 @@ def doc_commands() -> list[tuple[str, str]]:
 
 def _words(command: str) -> tuple[str, list[str]]:
     filled = re.sub(r"<[^<>]*>", "x", command)          # <run>, <sweep dir>, <head ip> ...
+    filled = re.sub(r"(?<=\s)\[((?:--|[\w.+~/]+=)[^\[\]]*)\]", r"\1", filled)  # optional: [faces=detect], [--out DIR]
     words = shlex.split(filled)
-    module = words[2]
-    args = []
-    for word in words[3:]:
-        if word.startswith("[") and word.endswith("]") and re.match(r"^\[(--)?[\w.+~/-]+[= ]", word + " "):
-            word = word[1:-1]                           # an optional argument: `[faces=detect]`
-        args.append(word)
-    return module, args
+    return words[2], words[3:]
 
 
 def _config_name(module: str) -> str:
@@ -87,7 +91,8 @@ def _sweep_values(args: list[str]) -> list[str]:
 
 
 def compose_doc_command(command: str):
-    from hydra import compose, initialize_config_dir
+    """The config `command` composes (None for --help), inside an initialised Hydra context (`hydra_context`)."""
+    from hydra import compose
 
     from pprl.benchmark import as_lists
     from pprl.runtime.cli import as_overrides
@@ -106,8 +111,13 @@ def compose_doc_command(command: str):
     if multirun:
         args = _sweep_values(args)
     hydra_keys = any(a.lstrip("+~").startswith(("hydra.", "hydra/")) or a.startswith("+sweep") for a in args)
-    with initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE):
-        return compose(name, overrides=args, return_hydra_config=hydra_keys)
+    return compose(name, overrides=args, return_hydra_config=hydra_keys)
+
+
+def hydra_context():
+    from hydra import initialize_config_dir
+
+    return initialize_config_dir(config_dir=config_dir(), version_base=HYDRA_VERSION_BASE)
 
 
 COMMANDS = doc_commands()
@@ -120,6 +130,13 @@ def test_the_pages_show_commands():
 
 def test_every_documented_command_composes():
     failures = []
+    with hydra_context():
+        failures = _failures()
+    assert not failures, "documented commands that do not compose:\n" + "\n".join(failures)
+
+
+def _failures() -> list[str]:
+    failures = []
     for label, command in COMMANDS:
         if "pprl.<command>" in command or "pprl.x " in command:
             continue
@@ -127,11 +144,13 @@ def test_every_documented_command_composes():
             compose_doc_command(command)
         except Exception as exc:  # noqa: BLE001  (each failure is reported with its page and command)
             failures.append(f"{label}\n    {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    assert not failures, "documented commands that do not compose:\n" + "\n".join(failures)
+    return failures
 
 
 def test_a_renamed_option_would_fail():
-    with pytest.raises(Exception):
-        compose_doc_command("python -m pprl.train lambda.no_such_weight=1")
-    with pytest.raises(Exception):
-        compose_doc_command("python -m pprl.evaluate run_dir=outputs/<run> attack=no_such_suite")
+    with hydra_context():
+        assert compose_doc_command("python -m pprl.report <sweep dir> [--out DIR]").sweep_dir == "x"
+        with pytest.raises(Exception):
+            compose_doc_command("python -m pprl.train lambda.no_such_weight=1")
+        with pytest.raises(Exception):
+            compose_doc_command("python -m pprl.evaluate run_dir=outputs/<run> attack=no_such_suite")
