@@ -194,17 +194,29 @@ def test_video_round_trip_and_corrupt_files(tmp_path):
         probe(tmp_path / "empty.mp4")
 
 
-def test_tracker_keeps_ids_and_holds_missed_faces():
+def test_tracker_keeps_ids_and_moves_lost_boxes_until_they_leave_the_frame():
     from pprl.faces.detect import Face
     from pprl.faces.track import Tracker
 
     def face(x):
         return Face(np.array([x - 20, 80, x + 20, 120.0]), 1.0, np.array([[x - 10, 95], [x + 10, 95], [x, 105.0]]))
 
-    tr = Tracker(max_gap=2)
+    tr = Tracker(640, 240, grow=0.1, max_grow=1.5)
     assert [(t, held) for t, _, held in tr.update(0, [face(100), face(300)])] == [(0, False), (1, False)]
-    assert [(t, held) for t, _, held in tr.update(1, [face(305), face(104)])] == [(0, False), (1, False)]
-    assert [(t, held) for t, _, held in tr.update(2, [face(108)])] == [(0, False), (1, True)]
-    tr.update(3, [face(112)])
-    assert [(t, held) for t, _, held in tr.update(4, [face(116)])] == [(0, False)]  # track 1 gone after 2 frames
-    assert [t for t, _, _ in tr.update(5, [face(116), face(500)])] == [0, 2]  # a new person gets a new id
+    assert [(t, held) for t, _, held in tr.update(1, [face(305), face(110)])] == [(0, False), (1, False)]
+    assert [(t, held) for t, _, held in tr.update(2, [face(120)])] == [(0, False), (1, True)]
+    box = tr.lost(1)  # not found: the box moves on along the track's motion (+5 px / frame) and grows
+    assert box[0] + box[2] > 2 * 305 and box[2] - box[0] > 40
+    for k in range(3, 12):
+        tr.update(k, [face(120 + 10 * (k - 2))])
+        box = tr.lost(1)
+    assert box[2] - box[0] <= 1.5 * 40 + 1e-9  # growth is capped
+    assert [(t, held) for t, _, held in tr.update(12, [face(220), face((box[0] + box[2]) / 2 + 3)])] == [(0, False), (1, False)]
+    gone = Tracker(100, 100)
+    gone.update(0, [face(80)])
+    gone.update(1, [face(95)])
+    left, k = [], 2
+    while gone.update(k, []) and k < 20:  # held while its box is in the frame, moving right
+        left.append(gone.lost(0)[0])
+        k += 1
+    assert 3 <= len(left) < 10 and left == sorted(left)  # then its box left the frame: the track ends

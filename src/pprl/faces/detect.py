@@ -1,14 +1,22 @@
-"""Face detection and landmarks: dlib's HOG detector and shape predictors (the `faces` extra).
+"""Face detectors (the `faces` extra): `mtcnn` (the default) and dlib's `hog`, one registry, one interface.
 
-Weights ship inside installed packages (`face_recognition_models`), nothing is downloaded. The detector works on
-a resampled copy of the image so that faces of `min_size` px and more are found (dlib's HOG window is 80 px),
-capped at `max_work_pixels` so huge photos stay fast; `rotations` lists the in-plane angles tried (degrees,
-0 = upright); detections of one face at several angles are merged, the best score kept.
+`make_detector(name, ...)` builds one; `detector.find(rgb)` returns `Detections`: the `faces` the pipeline can
+align and protect, and the `maybe` boxes, regions scored as possibly a face that it cannot align (a lower score,
+or landmarks that do not fit a face), which a fail-closed caller covers. `detector(rgb)` is `find(rgb).faces`;
+`detector.follow(rgb, face)` looks for a tracked face again near its last box (None when it is not there).
+
+- `mtcnn` (`pprl.faces.mtcnn`, weights inside the `mtcnn` wheel, MIT): a CNN cascade over a full-resolution
+  pyramid, faces from `min_size` (>= 12) px up in photos of any size; landmarks from its five points.
+- `hog`: dlib's HOG detector + 5-point shape predictor (weights inside `face_recognition_models`). It works on
+  one resampled copy of the image (its window is 80 px), capped at `max_work_pixels`, so in a large photo the
+  smallest face it finds is larger than `min_size` (about 140 px in a 12 Mpx photo at the 4 Mpx cap); `rotations`
+  lists the in-plane angles tried. Kept for comparison (`detect.detector=hog`).
 
 Each `Face` carries the 3 template landmarks of `pprl.faces.align` (image-left eye centre, image-right eye
-centre, nose base) in the input image's pixel coordinates, from dlib's 5-point model (eye corners and nose
-base; licence: free for any use) or its 68-point model (`landmarks=68`; trained on iBUG 300-W, whose licence
-excludes commercial use).
+centre, nose base) in the input image's pixel coordinates: from dlib's 5-point model (eye corners and nose base;
+free for any use) or 68-point model (`landmarks=68`; iBUG 300-W licence, non-commercial), or from MTCNN's eye
+centres with the nose base placed 0.4 of the way from its nose tip to its mouth centre (the median offset of
+dlib's nose base on real portraits).
 """
 
 from __future__ import annotations
@@ -87,11 +95,22 @@ def _rotation(angle: float, w: int, h: int) -> tuple[np.ndarray, tuple[int, int]
     return np.hstack([rot, -lo[:, None]]), (nw, nh)
 
 
+@dataclass
+class Detections:
+    """What a detector found in one image: faces to protect, and boxes (x0, y0, x1, y1) that may be faces."""
+
+    faces: list[Face]
+    maybe: list[np.ndarray] = field(default_factory=list)
+
+
 class FaceDetector:
-    """dlib HOG face detector + shape predictor; `detector(rgb)` -> list of Face, best score first."""
+    """dlib HOG face detector + shape predictor (`hog`); `detector(rgb)` -> list of Face, best score first.
+    `find` also returns the boxes scored within `maybe_margin` below `min_score` as `maybe`."""
+
+    name = "hog"
 
     def __init__(self, landmarks: int = 5, min_size: float = 40, rotations: Sequence[float] = (0,),
-                 min_score: float = 0.0, max_work_pixels: float = 4e6):
+                 min_score: float = 0.0, max_work_pixels: float = 4e6, maybe_margin: float = 0.5):
         self.dlib = require("dlib")
         if int(landmarks) not in (5, 68):
             raise ValueError(f"landmarks must be 5 or 68, got {landmarks}")
@@ -102,6 +121,7 @@ class FaceDetector:
         self.min_size, self.min_score = float(min_size), float(min_score)
         self.rotations = [float(a) for a in rotations] or [0.0]
         self.max_work_pixels = float(max_work_pixels)
+        self.maybe_margin = float(maybe_margin)
 
     def work_scale(self, w: int, h: int) -> float:
         """The resampling factor of the detector's working image (capped by max_work_pixels)."""
@@ -119,11 +139,11 @@ class FaceDetector:
             work = im.transform(size, Image.Transform.AFFINE, (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1]),
                                 resample=Image.Resampling.BILINEAR)
         arr = np.asarray(work)
-        rects, scores, _ = self.detector.run(arr, 0, 0.0)
+        rects, scores, _ = self.detector.run(arr, 0, min(self.min_score - self.maybe_margin, 0.0))
         back = invert(m)
         faces = []
         for r, score in zip(rects, scores):
-            if score < self.min_score:
+            if score < self.min_score - self.maybe_margin:
                 continue
             shape = self.predictor(arr, r)
             pts = apply(back, np.array([[p.x, p.y] for p in shape.parts()], np.float64))
@@ -134,6 +154,9 @@ class FaceDetector:
         return faces
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
+        return self.find(rgb).faces
+
+    def find(self, rgb: np.ndarray) -> Detections:
         rgb = np.ascontiguousarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}")
@@ -148,7 +171,9 @@ class FaceDetector:
             for face in self._detect_one(im, m, size):
                 face.rotation = angle
                 found.append(face)
-        return merge(found)
+        found = merge(found)
+        return Detections([f for f in found if f.score >= self.min_score],
+                          [f.box for f in found if f.score < self.min_score])
 
     def follow(self, rgb: np.ndarray, face: Face) -> Face:
         """The same face in a new frame: the shape predictor run again on its last box (upright faces; a face
@@ -172,3 +197,120 @@ def merge(faces: list[Face]) -> list[Face]:
         if all(np.linalg.norm(mid - k.landmarks[:2].mean(0)) > 0.5 * max(k.eye_distance, 1.0) for k in kept):
             kept.append(face)
     return kept
+
+
+# ----------------------------------------------------------------------------- MTCNN
+NOSE_BASE = 0.4  # the nose base lies this far from MTCNN's nose tip towards its mouth centre
+
+
+def mtcnn_landmarks(points: np.ndarray) -> np.ndarray:
+    """(3, 2) template landmarks from MTCNN's five points (eyes, nose tip, mouth corners)."""
+    p = np.asarray(points, np.float64)
+    mouth = p[3:5].mean(0)
+    return np.stack([p[0], p[1], p[2] + NOSE_BASE * (mouth - p[2])])
+
+
+def plausible(landmarks: np.ndarray, box: np.ndarray) -> bool:
+    """Landmarks the template can align: eyes inside the box, left of each other in order, apart by 15-80 % of
+    the box width, the nose below the eye line."""
+    w = float(box[2] - box[0])
+    left, right, nose = landmarks
+    inside = all(box[0] - 0.1 * w <= x <= box[2] + 0.1 * w and box[1] - 0.1 * w <= y <= box[3] + 0.1 * w
+                 for x, y in (left, right))
+    d = right - left
+    dist = float(np.hypot(*d))
+    below = float(np.cross(d, nose - left)) > 0.1 * dist * dist  # nose on the mouth side of the eye line
+    return bool(inside and d[0] > 0 and 0.15 * w <= dist <= 0.8 * w and below)
+
+
+class MTCNNDetector:
+    """MTCNN (`mtcnn`): faces scored >= `min_score` with plausible landmarks are Faces; boxes scored in
+    [`maybe_score`, `min_score`), or with landmarks that do not fit a face, are `maybe`."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_size: float = 20, min_score: float = 0.7, maybe_score: float = 0.3,
+                 rotations: Sequence[float] = (0,), factor: float = 0.709, **_ignored):
+        from .mtcnn import MTCNN
+
+        if not 0.0 <= float(maybe_score) <= float(min_score) <= 1.0:
+            raise ValueError(f"need 0 <= maybe_score <= min_score <= 1, got {maybe_score}, {min_score}")
+        self.min_size, self.min_score, self.maybe_score = float(min_size), float(min_score), float(maybe_score)
+        self.rotations = [float(a) for a in rotations] or [0.0]
+        self.net = MTCNN(max(float(min_size), 12.0), factor, min_score=self.maybe_score)
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        return self.find(rgb).faces
+
+    def _candidates(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        found = []
+        for angle in self.rotations:
+            if angle:
+                m, size = _rotation(angle, w, h)
+                work = np.asarray(Image.fromarray(rgb).transform(size, Image.Transform.AFFINE, _coeffs(invert(m)),
+                                                                 resample=Image.Resampling.BILINEAR))
+                back = invert(m)
+            else:
+                work, back = rgb, None
+            for c in self.net(work):
+                pts, corners = c.points, np.array([[c.box[0], c.box[1]], [c.box[2], c.box[1]],
+                                                   [c.box[0], c.box[3]], [c.box[2], c.box[3]]])
+                if back is not None:
+                    pts, corners = apply(back, pts), apply(back, corners)
+                found.append(Face(np.concatenate([corners.min(0), corners.max(0)]), c.score,
+                                  mtcnn_landmarks(pts), pts, angle))
+        return merge(found)
+
+    def find(self, rgb: np.ndarray) -> Detections:
+        rgb = np.ascontiguousarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}")
+        faces, maybe = [], []
+        for f in self._candidates(rgb):
+            if f.score >= self.min_score and plausible(f.landmarks, f.box):
+                faces.append(f)
+            else:
+                maybe.append(f.box)
+        return Detections(faces, maybe)
+
+    def follow(self, rgb: np.ndarray, face: Face) -> Face | None:
+        """The tracked face found again in a region of twice its last box (None when it is not there)."""
+        h, w = rgb.shape[:2]
+        c, side = face.box.reshape(2, 2).mean(0), max(face.size, 12.0)
+        x0, y0 = (max(int(v), 0) for v in c - side)
+        x1, y1 = min(int(c[0] + side) + 1, w), min(int(c[1] + side) + 1, h)
+        if x1 - x0 < 12 or y1 - y0 < 12:
+            return None
+        region = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        old = self.net.min_size
+        self.net.min_size = max(12.0, 0.6 * face.size)
+        try:
+            hits = [f for f in self._candidates(region) if f.score >= self.min_score and plausible(f.landmarks, f.box)]
+        finally:
+            self.net.min_size = old
+        if not hits:
+            return None
+        shift = np.array([x0, y0], np.float64)
+        best = min(hits, key=lambda f: np.linalg.norm(f.box.reshape(2, 2).mean(0) + shift - c))
+        return Face(best.box + np.tile(shift, 2), best.score, best.landmarks + shift, best.points + shift,
+                    best.rotation)
+
+
+def _coeffs(inv: np.ndarray) -> tuple:
+    a, t = inv[:, :2], inv[:, 2]
+    c = t + 0.5 - a @ np.array([0.5, 0.5])
+    return (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
+
+
+DETECTORS = {"mtcnn": MTCNNDetector, "hog": FaceDetector}
+
+
+def make_detector(name: str = "mtcnn", **settings):
+    """A detector by name (`DETECTORS`) with its settings (keys a detector does not use are ignored)."""
+    if name not in DETECTORS:
+        raise ValueError(f"detector {name!r}: use one of {sorted(DETECTORS)}")
+    if name == "hog":
+        keys = ("landmarks", "min_size", "rotations", "min_score", "max_work_pixels", "maybe_margin")
+        return FaceDetector(**{k: v for k, v in settings.items() if k in keys})
+    return MTCNNDetector(**settings)

@@ -1,14 +1,17 @@
-"""Following faces across a video's frames, so each person keeps one target identity for the whole video.
+"""Following faces across a video's frames: one target identity per person, and no frame where a lost face shows.
 
-A track is matched to the face of the next frame whose eye midpoint is closest to its last one (greedily, by
-distance in eye distances, at most `max_move`). A track with no face in a frame is *held* for up to `max_gap`
-frames: its last landmarks are used again, so a face the detector misses for a frame or two is still covered.
-Track ids count up from 0 in order of appearance, so they (and the targets drawn from them) are reproducible.
+A detection joins the track whose current box holds its eye midpoint nearest the box centre (greedily, distance
+in half box sizes, at most `max_move`); a detection that joins no track starts a new one. A track with no
+detection in a frame is *held*: the caller looks for the face again near its box (`detector.follow`) and reports
+it `found`; when that fails too the track is `lost` for the frame: its box moves on along the track's last motion
+and grows by `grow` per frame (up to `max_grow` times the face's size), and the caller covers that box. A track
+ends when its box has left the frame; it continues when a detection lands in its box again. Track ids count up
+from 0 in order of appearance, so they (and the targets drawn from them) are reproducible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,26 +21,37 @@ from .detect import Face
 @dataclass
 class Track:
     id: int
-    face: Face
-    last_frame: int
+    face: Face  # the last face found (detected or followed)
+    last_frame: int  # the frame it was last found in
+    box: np.ndarray  # (4,) the region it occupies now: the face's box, moved and grown while it is lost
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px per frame of the box centre
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.box.reshape(2, 2).mean(0)
 
 
 class Tracker:
-    def __init__(self, max_gap: int = 5, max_move: float = 1.0):
-        if int(max_gap) < 0 or float(max_move) <= 0:
-            raise ValueError(f"max_gap must be >= 0 and max_move > 0, got {max_gap}, {max_move}")
-        self.max_gap, self.max_move = int(max_gap), float(max_move)
+    def __init__(self, width: int, height: int, max_move: float = 1.0, grow: float = 0.05, max_grow: float = 2.0):
+        if float(max_move) <= 0 or float(grow) < 0 or float(max_grow) < 1:
+            raise ValueError(f"need max_move > 0, grow >= 0, max_grow >= 1; got {max_move}, {grow}, {max_grow}")
+        self.size = np.array([width, height], np.float64)
+        self.max_move, self.grow, self.max_grow = float(max_move), float(grow), float(max_grow)
         self.tracks: list[Track] = []
         self.next_id = 0
 
+    def _inside(self, t: Track) -> bool:
+        return bool(np.all(t.box[2:] > 0) and np.all(t.box[:2] < self.size))
+
     def update(self, frame: int, faces: list[Face]) -> list[tuple[int, Face, bool]]:
-        """(track id, face, held) for every face of `frame` and every held track (held=True: not detected)."""
-        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_gap]
+        """(track id, face, held) for every face of `frame` and every held track (held=True: not detected; its
+        face is the last one found)."""
+        self.tracks = [t for t in self.tracks if self._inside(t)]
         pairs = []
         for ti, t in enumerate(self.tracks):
-            mid, scale = t.face.landmarks[:2].mean(0), max(t.face.eye_distance, 1.0)
+            half = np.maximum((t.box[2:] - t.box[:2]) / 2, 1.0)
             for fi, f in enumerate(faces):
-                d = float(np.linalg.norm(f.landmarks[:2].mean(0) - mid)) / scale
+                d = float(np.max(np.abs(f.landmarks[:2].mean(0) - t.centre) / half))
                 if d <= self.max_move:
                     pairs.append((d, ti, fi))
         used_t, used_f, out = set(), set(), []
@@ -46,14 +60,34 @@ class Tracker:
                 continue
             used_t.add(ti)
             used_f.add(fi)
-            self.tracks[ti].face, self.tracks[ti].last_frame = faces[fi], frame
+            self.found(self.tracks[ti].id, faces[fi], frame)
             out.append((self.tracks[ti].id, faces[fi], False))
         for fi, f in enumerate(faces):
             if fi not in used_f:
-                self.tracks.append(Track(self.next_id, f, frame))
+                self.tracks.append(Track(self.next_id, f, frame, np.asarray(f.box, np.float64).copy()))
                 out.append((self.next_id, f, False))
                 self.next_id += 1
         for ti, t in enumerate(self.tracks):
             if ti not in used_t and t.last_frame < frame:
                 out.append((t.id, t.face, True))
         return sorted(out, key=lambda r: r[0])
+
+    def _get(self, track_id: int) -> Track:
+        return next(t for t in self.tracks if t.id == track_id)
+
+    def found(self, track_id: int, face: Face, frame: int) -> None:
+        """The track's face in `frame` (detected or followed): its box and motion follow it."""
+        t = self._get(track_id)
+        box = np.asarray(face.box, np.float64)
+        step = (box.reshape(2, 2).mean(0) - t.face.box.reshape(2, 2).mean(0)) / max(frame - t.last_frame, 1)
+        t.velocity = step if t.last_frame == frame else 0.5 * t.velocity + 0.5 * step
+        t.face, t.last_frame, t.box = face, frame, box.copy()
+
+    def lost(self, track_id: int) -> np.ndarray:
+        """The track's face was not found in this frame: move its box along its motion, grow it, return it."""
+        t = self._get(track_id)
+        half = (t.box[2:] - t.box[:2]) / 2 * (1 + self.grow)
+        half = np.minimum(half, self.max_grow * (t.face.box[2:] - t.face.box[:2]) / 2)
+        c = t.centre + t.velocity
+        t.box = np.concatenate([c - half, c + half])
+        return t.box.copy()
