@@ -1,4 +1,4 @@
-"""What `benchmarks/run.py` (issue 7) and `benchmarks/gpu.py` (issue 15) share: the composed config, the model
+"""What `benchmarks/run.py` and `benchmarks/gpu.py` share: the composed config, the model
 built from it (`pprl.train.build_model`, as a training run builds it), the Trainer as `pprl.train` builds it, the
 plain loop on the same batches, and a batch timer.
 

@@ -1,4 +1,4 @@
-"""Click-to-image time of the demo page in a real browser (issue 23), and the page's screenshot for the docs.
+"""Click-to-image time of the demo page in a real browser, and the page's screenshot for the docs.
 
     python benchmarks/demo_browser.py RUN_DIR [key=value ...] [--repeats 5] [--screenshot docs/img/demo.png]
                                       [--out FILE.json]

@@ -1,4 +1,4 @@
-"""Which face detector + landmark model to ship (issue 14): recall and alignment accuracy on real faces.
+"""Which face detector + landmark model to ship: recall and alignment accuracy on real faces.
 
     python benchmarks/faces_detectors.py [--backends dlib5,dlib68,dlib5_rot,dlib_cnn,haar,mediapipe] [--out DIR]
 

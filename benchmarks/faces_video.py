@@ -1,4 +1,4 @@
-"""Speed of `pprl.anonymize faces=detect` on video (issue 14: a 10 s 640x480 25 fps video in <= 2x real time).
+"""Speed of `pprl.anonymize faces=detect` on video (goal: a 10 s 640x480 25 fps video in <= 2x real time).
 
     python benchmarks/faces_video.py [--run_dir RUN] [--seconds 10] [--fps 25] [--threads 1] [--out benchmarks/out]
 
