@@ -70,3 +70,14 @@ def _check_model(cfg: DictConfig) -> list[str]:
     if not _is_number(smoothing) or not 0 <= smoothing < 1:
         problems.append(f"loss.label_smoothing={smoothing!r}: must be in [0, 1)")
     return problems
+
+
+def finite_on_every_rank(module, finite_here: bool) -> bool:
+    """Whether the loss terms were finite in every process of the run: `finite_here` reduced over the ranks of a DDP
+    run (the strategy's all-reduce), as is in a single-process run. Every rank calls it at the same points (the
+    divergence guard's checks), so that all of them stop together instead of one raising while the others wait in
+    their next collective until the NCCL timeout."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or int(getattr(trainer, "world_size", 1)) <= 1:
+        return finite_here
+    return bool(trainer.strategy.reduce_boolean_decision(bool(finite_here), all=True))

@@ -23,6 +23,7 @@ from torch import nn
 from pprl.runtime import speed
 
 from . import losses, objective
+from .checks import finite_on_every_rank
 from .nets import Decoder, Discriminator, Encoder, LatentClassifier, diff_augment, init_weights, spectral_normalize
 
 KL_MOMENTUM = 0.01  # running mean of the per-dim KL (`latent_kl`): ~100 generator steps
@@ -333,8 +334,12 @@ class PPRLVGAN(pl.LightningModule):
         if not pending:
             return
         finite = torch.isfinite(torch.stack([values for _, values in pending]))
-        if bool(finite.all()):
+        finite_here = bool(finite.all())
+        if finite_on_every_rank(self, finite_here):  # DDP: every rank stops together
             return
+        if finite_here:
+            raise FloatingPointError(f"training diverged at step {pending[-1][0]} or before in another process of "
+                                     "this run (its rank names the loss terms)")
         row = int((~finite).any(1).nonzero()[0])
         later = len(pending) - 1 - row  # batches trained after the diverged one (each 1 D + g G steps)
         bad = [name.removeprefix("train/") for name, ok in zip(names or self._term_names, finite[row].tolist())

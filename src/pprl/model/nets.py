@@ -187,16 +187,16 @@ def diff_augment(x: torch.Tensor, policy, generator: torch.Generator | None = No
     per image; `translation`: a random shift of up to 1/8 of the size per image, zero-padded."""
     b = x.shape[0]
 
-    def uniform(*shape) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device=x.device, dtype=x.dtype)
+    def uniform(*shape) -> torch.Tensor:  # drawn in float32 whatever x is (bf16 under autocast)
+        return torch.rand(*shape, generator=generator, device=x.device, dtype=torch.float32)
 
     for kind in policy:
         if kind == "color":
-            x = x + (uniform(b, 1, 1, 1) - 0.5)
+            x = x + (uniform(b, 1, 1, 1) - 0.5).to(x.dtype)
             mean = x.mean(dim=1, keepdim=True)
-            x = (x - mean) * (uniform(b, 1, 1, 1) * 2) + mean
+            x = (x - mean) * (uniform(b, 1, 1, 1) * 2).to(x.dtype) + mean
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * (uniform(b, 1, 1, 1) + 0.5) + mean
+            x = (x - mean) * (uniform(b, 1, 1, 1) + 0.5).to(x.dtype) + mean
         elif kind == "translation":
             h, w = x.shape[2:]
             shift = max(1, int(h * 0.125 + 0.5))

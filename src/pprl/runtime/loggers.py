@@ -4,7 +4,8 @@
 the existing `metrics.csv` and appends to it (the header grows to the union of the columns, earlier rows keep
 theirs); with `append=False` an existing `metrics.csv` is kept as `metrics.<n>.csv` instead of being deleted.
 W&B keeps one run per run dir: `wandb_run_id` stores its id there and a resumed run passes it back (`id=...`;
-Lightning's WandbLogger always asks for `resume="allow"`, so the run continues; offline runs sync into it).
+Lightning's WandbLogger always asks for `resume="allow"`, so the run continues; offline runs sync into it). In a DDP
+run only rank 0 writes the id file (the other processes never start a W&B run).
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def wandb_run_id(run_dir: Path, resume: bool) -> tuple[str, bool]:
     if resume and path.is_file() and path.read_text().strip():
         return path.read_text().strip(), True
     run_id = secrets.token_hex(4)  # 8 lowercase hex characters: a valid W&B run id
+    if process_rank() != 0:  # the other processes of a DDP run: rank 0 alone logs to W&B and keeps the id
+        return run_id, False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")
     return run_id, False
+
+
+def process_rank() -> int:
+    """This process's global rank as Lightning reads it from the launcher's environment (RANK, LOCAL_RANK,
+    SLURM_PROCID, ...): 0 in a single-process run and in the first process of a DDP run."""
+    from lightning_fabric.utilities.rank_zero import _get_rank
+
+    return int(_get_rank() or 0)
