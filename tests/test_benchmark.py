@@ -121,3 +121,26 @@ def test_benchmark_on_real_portraits_runs_the_face_recognizer(tmp_path):
     assert not plain["attack_face_recognizer"].get("skipped") and plain["attack_face_recognizer"]["n"] == 4 * 2
     assert plain["attack_face_recognizer"]["identification"] == 1.0  # dlib names the unprotected faces
     assert mosaic["attack_face_recognizer"]["real_fraction"] == plain["attack_face_recognizer"]["real_fraction"] >= 0.5
+
+
+def _one_per_condition(root, identities: int, conditions: int):
+    """A small real-portrait layout: one 16 px image per identity x condition."""
+    rng = np.random.default_rng(0)
+    for i in range(identities):
+        for c in range(conditions):
+            (root / f"p{i}" / f"c{c}").mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / f"p{i}" / f"c{c}" / "0.png")
+    return root
+
+
+def test_benchmark_on_one_image_per_identity_and_condition(tmp_path):
+    from pprl.runtime.errors import RunError
+
+    data = ["dataset=folder", "dataset.image_size=16", "anonymizer=[none]", "scenarios=[attack_I]"]
+    rows = _benchmark(tmp_path / "out", [*data, f"dataset.root={_one_per_condition(tmp_path / 'set', 6, 7)}"])
+    # one test image per person, each in N_id = 6 protected versions
+    assert rows["none"]["status"] == "ok" and rows["none"]["attacks"]["attack_I"]["n"] == 6 * 6
+    single = _one_per_condition(tmp_path / "single", 3, 1)  # one image per person: nothing left to test
+    with pytest.raises(RunError, match=r"3 train / 0 test images; every identity needs at least two images"):
+        _benchmark(tmp_path / "none", [*data, f"dataset.root={single}"])
+    assert not (tmp_path / "none").exists()

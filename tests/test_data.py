@@ -184,6 +184,25 @@ def test_folder_loader(tmp_path):
         load_faces(data_cfg("folder", root=str(tmp_path / "tree"), image_size=16))
 
 
+def portrait_set(root: Path, identities=6, expressions=7) -> Path:
+    """One 16 px image per identity x expression: the layout of small real portrait sets."""
+    for i in range(identities):
+        for e in range(expressions):
+            _png(root / f"p{i}" / f"c{e}" / "0.png", (40 * i, 30 * e, 99), size=(16, 16))
+    return root
+
+
+def test_one_image_per_identity_and_expression_splits_within_each_identity(tmp_path):
+    s = load_faces(data_cfg("folder", root=str(portrait_set(tmp_path / "tree")), image_size=16, val_fraction=0.2))
+    assert len(s.train) and len(s.val) and len(s.test) and len(s.train) + len(s.val) + len(s.test) == 6 * 7
+    for part in (s.train, s.test):
+        assert sorted(set(part.identity.tolist())) == list(range(6))  # every person on both sides
+    assert np.bincount(s.test.identity).tolist() == [1] * 6  # round(0.15 * 7) = 1 per identity
+    # one group with two images: the split is per (identity, expression) pair again, as the paper's
+    tr, te = split_indices(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1]), 0.85, 0)
+    assert len(te) == 1 and {2, 3} <= set(tr.tolist())
+
+
 def test_split_properties():
     ident = np.repeat(np.arange(3), 35)
     expr = np.tile(np.repeat(np.arange(5), 7), 3)

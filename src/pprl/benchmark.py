@@ -16,7 +16,9 @@ Writes into `output` (the table after every setting: a killed benchmark keeps wh
 - `benchmark.md`: the table, the Pareto front of attack II and, for each PPRL-VGAN run, the baseline points it does
   not dominate; `benchmark.png` / `.pdf`: attack II identification against expression CCR (`pprl.plots.tradeoff`);
 - `cache/`: the anonymized sets of the baselines and the judges of the image-quality row.
-A setting that fails is reported in its row and the rest go on.
+A setting that fails is reported in its row and the rest go on. A dataset whose split leaves the training or the
+test set empty (fewer than two images per identity: `pprl.datasets.split`) stops the benchmark with one line
+before any setting runs.
 """
 
 from __future__ import annotations
@@ -252,9 +254,10 @@ def run_benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
 
     device = pick_device(cfg.device)
     out = Path(str(cfg.output)).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     settings = settings_of(cfg)
     splits = load_faces(cfg.dataset)
+    check_splits(splits, cfg.dataset)
+    out.mkdir(parents=True, exist_ok=True)
     attack_cfg = attack_settings(cfg)
     threads = torch.get_num_threads()
     if attack_cfg.get("num_threads"):
@@ -283,6 +286,16 @@ def run_benchmark(cfg: DictConfig) -> list[dict[str, Any]]:
         torch.set_num_threads(threads)
         write_outputs(rows, out, meta)
     return rows
+
+
+def check_splits(splits, dataset: DictConfig) -> None:
+    """RunError (one line) when the split leaves nothing to train the attackers on or nothing to test them on."""
+    from pprl.runtime.errors import RunError
+
+    if not len(splits.train) or not len(splits.test):
+        where = f" ({dataset.root})" if dataset.get("root") else ""
+        raise RunError(f"dataset {dataset.name}{where}: the split gives {len(splits.train)} train / "
+                       f"{len(splits.test)} test images; every identity needs at least two images (one is tested)")
 
 
 def check(cfg: DictConfig) -> None:

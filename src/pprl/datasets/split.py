@@ -5,6 +5,11 @@ subject for the training set. The remaining 15% of images were used as testing d
 `leave_out` pairs (paper §5.5, "Face Image Synthesis for Left-Out Expression") are
 removed from train and stay in test.
 
+Real portrait sets are often one image per identity and condition (15 people x 11 conditions, say): every
+(identity, expression) group then holds one image and a per-group split would leave the test set empty. When no
+group holds two images, the split (and the validation carve) is drawn within each identity instead, with the same
+counts per identity (`strata`); expressions then fall to train or test by the seeded draw.
+
 Beyond the paper, `dataset.val_fraction` (default 0: none) carves a validation split out of the training images,
 per (identity, expression) group, with its own seeded draw (train and test stay what they are without it, minus
 the carved images): the GAN's monitoring and the sweep report's model selection use it, so that nothing is chosen
@@ -73,14 +78,23 @@ def resolve_leave_out(leave_out, identities: list[str], expressions: list[str]) 
     return sorted(pairs)
 
 
+def strata(identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
+    """The group of each image the split stratifies by: its (identity, expression) pair, or its identity alone
+    when no such pair holds two images (see the module docstring)."""
+    pairs = identity.astype(np.int64) * (int(expression.max(initial=0)) + 1) + expression
+    if len(pairs) and np.unique(pairs, return_counts=True)[1].max() < 2:
+        return identity.astype(np.int64)
+    return pairs
+
+
 def split_indices(identity: np.ndarray, expression: np.ndarray, train_fraction: float, seed: int):
     """Stratified, disjoint, seeded split -> (train_idx, test_idx), both sorted.
 
-    Each group with n >= 2 images gets max(1, min(n-1, round((1-f) n))) test images.
+    Each group (`strata`) with n >= 2 images gets max(1, min(n-1, round((1-f) n))) test images.
     """
     rng = np.random.default_rng(seed)
     train, test = [], []
-    groups = identity.astype(np.int64) * (int(expression.max(initial=0)) + 1) + expression
+    groups = strata(identity, expression)
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         idx = idx[rng.permutation(len(idx))]
@@ -93,13 +107,13 @@ def split_indices(identity: np.ndarray, expression: np.ndarray, train_fraction: 
 
 def carve_validation(identity: np.ndarray, expression: np.ndarray, train_idx: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx), both sorted: `fraction` of every (identity, expression) group of `train_idx` (at
+    """(train_idx, val_idx), both sorted: `fraction` of every group (`strata` of the whole set) of `train_idx` (at
     least one image of a group with >= 2 when fraction > 0, never the whole group) goes to validation. The draw
     has its own seeded stream, so the test split does not depend on it."""
     if fraction <= 0 or not len(train_idx):
         return train_idx, np.zeros(0, np.int64)
     rng = np.random.default_rng([int(seed), 0x7A11])
-    groups = identity[train_idx].astype(np.int64) * (int(expression.max(initial=0)) + 1) + expression[train_idx]
+    groups = strata(identity, expression)[train_idx]
     val = []
     for g in np.unique(groups):
         members = train_idx[groups == g]
