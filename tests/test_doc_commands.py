@@ -154,3 +154,15 @@ def test_a_renamed_option_would_fail():
             compose_doc_command("python -m pprl.train lambda.no_such_weight=1")
         with pytest.raises(Exception):
             compose_doc_command("python -m pprl.evaluate run_dir=outputs/<run> attack=no_such_suite")
+
+
+def test_the_api_example_runs(tiny_run, capsys):
+    """The Python example of docs/reference/api.md, on the tests' tiny trained run."""
+    text = (ROOT / "docs" / "reference" / "api.md").read_text()
+    example = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    assert "outputs/<run>" in example
+    namespace: dict = {}
+    exec(compile(example.replace("outputs/<run>", str(tiny_run)), "api.md", "exec"), namespace)
+    assert namespace["protected"].shape == namespace["faces"].shape
+    assert namespace["f"].shape[0] == 4
+    assert namespace["release"].name in capsys.readouterr().out
