@@ -13,8 +13,8 @@ MAX_LINES = 400
 #: (docs/architecture.md draws them). The commands (`python -m pprl.<command>`: the top-level modules, the
 #: `pprl.data` command package and a room's `__main__`, e.g. `python -m pprl.demo`) stand above every room;
 #: nothing imports them.
-FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "faces": 4, "anonymizers": 4,
-          "attacks": 5, "apps": 6, "sweep": 6, "demo": 7}
+FLOORS = {"runtime": 0, "plots": 1, "datasets": 1, "model": 2, "release": 3, "anonymizers": 4, "faces": 5,
+          "attacks": 6, "apps": 7, "sweep": 7, "demo": 8}
 COMMAND_PACKAGES = ("pprl.data",)
 #: the Hydra entry glue: only commands call it (a room is a library, never a command line)
 COMMAND_GLUE = ("pprl.runtime.cli", "pprl.runtime.clihelp")

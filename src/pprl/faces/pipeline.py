@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 import warnings
@@ -50,6 +49,7 @@ from pprl.release import load_release
 
 from .align import alignment, face_mask, paste_back, warp_crop
 from .media import CODECS, VideoWriter, is_video, probe, read_frames, read_photo
+from .cover import cover, overlaps
 from .track import Tracker
 
 PARTS = ".faces_parts"
@@ -109,34 +109,6 @@ class DetectSettings:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def _overlaps(box: np.ndarray, faces) -> bool:
-    """True when the centre of `box` lies inside the box of one of `faces` (the same face, already protected)."""
-    c = box.reshape(2, 2).mean(0)
-    return any(f.box[0] <= c[0] <= f.box[2] and f.box[1] <= c[1] <= f.box[3] for f in faces)
-
-
-def cover(frame: np.ndarray, boxes, settings: DetectSettings) -> np.ndarray:
-    """A copy of `frame` with each box (grown by `cover_grow` on every side) covered by the `cover` anonymizer."""
-    from pprl.anonymizers.filters import mask, pixelate
-    from pprl.runtime.pixels import images_to_tensor, tensor_to_images
-
-    out = frame.copy()
-    h, w = frame.shape[:2]
-    for box in boxes:
-        grow = float(settings.cover_grow) * (box[2:] - box[:2])
-        x0, y0 = (max(int(math.floor(v)), 0) for v in box[:2] - grow)
-        x1, y1 = min(int(math.ceil(box[2] + grow[0])), w), min(int(math.ceil(box[3] + grow[1])), h)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        x = images_to_tensor(out[None, y0:y1, x0:x1])
-        if settings.cover == "pixelate":
-            y = pixelate(x, block=max(1, math.ceil(max(x1 - x0, y1 - y0) / int(settings.cover_cells))))
-        else:  # the face box of a square crop: all of the box but thin side strips, in its mean grey
-            y = mask(x, region="face", margin=0.0, fill=int(out[y0:y1, x0:x1].mean()))
-        out[y0:y1, x0:x1] = tensor_to_images(y)[0]
-    return out
-
-
 class FaceProtector:
     """Detect, align, protect and paste back the faces of one frame; cover what may be a face."""
 
@@ -158,7 +130,7 @@ class FaceProtector:
     def find(self, frame: np.ndarray):
         """(faces, maybe boxes that are not one of those faces)."""
         d = self.detector.find(frame)
-        return d.faces, [b for b in d.maybe if not _overlaps(b, d.faces)]
+        return d.faces, [b for b in d.maybe if not overlaps(b, d.faces)]
 
     def codes(self, index: int, track: int) -> list[int]:
         """Target identity per output for one track: fixed (all / a name) or drawn once per (input, track)."""
@@ -174,7 +146,9 @@ class FaceProtector:
         from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 
         n_out = self.n_ids if self.tgt == "all" else 1
-        base = cover(frame, covers, self.s) if covers and self.s.on_miss == "cover" else frame
+        base = frame
+        if covers and self.s.on_miss == "cover":
+            base = cover(frame, covers, self.s.cover, self.s.cover_cells, self.s.cover_grow)
         if not tracked:
             return [base] * n_out
         ms = [alignment(f.landmarks, self.size, self.s.margin) for _, f, _ in tracked]
@@ -250,7 +224,7 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
                     tracker.found(t, g, i)
                     f = g
                 tracked.append((t, f, held))
-            maybe = [b for b in maybe if not _overlaps(b, [f for _, f, _ in tracked])]
+            maybe = [b for b in maybe if not overlaps(b, [f for _, f, _ in tracked])]
             if maybe and p.s.on_miss == "refuse":
                 raise _Refused(f"frame {i}: {len(maybe)} region(s) may be faces that cannot be protected "
                                "(detect.on_miss=refuse)")
