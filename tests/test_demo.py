@@ -159,8 +159,8 @@ def test_photo_and_clip_through_the_faces_pipeline(demo, tmp_path):
     assert changed[40:140, 110:210].mean() > 0.3 and not changed[:, :60].any()  # the face, not the background
     boxes = np.abs(shown.original.astype(int) - scene).sum(-1) > 0
     assert 0 < boxes.mean() < 0.05  # the detected box outlined on the original, nothing else drawn
-    clip, note = demo.protect_video(_video(tmp_path / "clip.mkv", 3), "random", 0)
-    assert clip.is_file() and note.startswith("3 frames of 64x48 px: faces in 0")
+    with pytest.raises(BadImage, match="no face found in any of its 3 frames"):  # fail closed: nothing shown
+        demo.protect_video(_video(tmp_path / "clip.mkv", 3), "random", 0)
 
 
 def test_limits_host_and_settings_checks():

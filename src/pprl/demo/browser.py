@@ -139,5 +139,7 @@ def fetch_image(src: str) -> np.ndarray:
     """uint8 (H, W, 3) of an image URL the page shows (fetched from the server, as the browser did)."""
     from PIL import Image
 
+    from pprl.runtime.imageio import FORMATS
+
     with urllib.request.urlopen(src, timeout=30) as response:
-        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+        return np.asarray(Image.open(io.BytesIO(response.read()), formats=FORMATS).convert("RGB"))

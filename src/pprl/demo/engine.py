@@ -40,7 +40,7 @@ from pprl.apps.inputs import Inputs, covering_choice
 from pprl.runtime.imageio import BadImage, read_image, write_png
 from pprl.runtime.pixels import images_to_tensor, tensor_to_images
 
-from .guards import Limits, checked_video, decode_caps, uploaded
+from .guards import Limits, checked_video, decode_caps, is_loopback, uploaded
 
 CLASSIFIERS = ("run", "model")
 RANDOM, ALL = "random", "all"
@@ -106,8 +106,6 @@ class Demo:
     def from_config(cls, cfg: DictConfig, workdir: str | Path | None = None) -> "Demo":
         """The demo of a composed `conf/demo.yaml`: loads the run's model, data split and classifiers; public when
         `host` is not a loopback address."""
-        from .serve import is_loopback
-
         ctx_cfg = OmegaConf.create({"run_dir": cfg.run_dir, "device": cfg.device, "seed": int(cfg.seed),
                                     "batch_size": 64, "reference": cfg.reference,
                                     "task": {"name": "demo", "latent": "release"}})

@@ -13,6 +13,7 @@ container states.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,6 +45,16 @@ class Limits:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only reaches this machine (localhost, 127.0.0.0/8, ::1); a page on any other is public."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def uploaded(path: str | Path | None, limits: Limits) -> Path:

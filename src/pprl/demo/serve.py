@@ -18,7 +18,6 @@ warned about on stderr.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -28,7 +27,7 @@ from omegaconf import DictConfig
 
 from pprl.faces import MissingExtra
 
-from .guards import Limits
+from .guards import Limits, is_loopback  # noqa: F401  (is_loopback: part of this module's API)
 
 EXTRA_HINT = 'pip install -e ".[demo]"'
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -46,16 +45,6 @@ def require_gradio():
     except ImportError as exc:
         raise MissingExtra(f"the demo page needs the optional extra (gradio is missing): {EXTRA_HINT}") from exc
     return gradio
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` only reaches this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_warning(host: str) -> str | None:
