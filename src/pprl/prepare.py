@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pprl.runtime.errors import RunError
 from pprl.runtime.imageio import (BadImage, _one_line, atomic_path, ensure_strict_decoding, remove_stale_temps,
                                   write_png)
-from pprl.runtime.errors import RunError
 
 STATE = ".pprl_prepare.json"
 PARTS = ".prepare_parts"

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from pprl.faces import MissingExtra
 
-from .guards import Limits, is_loopback  # noqa: F401  (is_loopback: part of this module's API)
+from .guards import Limits, is_loopback
 
 EXTRA_HINT = 'pip install -e ".[demo]"'
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
