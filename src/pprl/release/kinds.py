@@ -41,7 +41,10 @@ from .registry import release_kind
 
 
 class Release:
-    """The release of one trained model (see the module docstring); `settings` is its `conf/release` block."""
+    """What one trained model hands out: the released representation f(I) (`represent`) and the protected images
+    G(I, c) (`protect`, `protect_all`). Images are float (B, 3, H, W) in [-1, 1]
+    (`pprl.runtime.pixels.images_to_tensor`); `settings` is its `conf/release` block; `describe()` says what it is.
+    Get one with `pprl.release.load_release(run_dir)`."""
 
     kind: ClassVar[str] = ""
     deterministic: ClassVar[bool] = True

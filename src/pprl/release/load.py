@@ -26,7 +26,9 @@ def release_of(model, settings: Mapping[str, Any] | None = None):
 
 def load_release(run_dir_or_ckpt: str | Path, map_location: str | torch.device = "cpu",
                  settings: Mapping[str, Any] | None = None):
-    """(model in eval mode, its `Release`) of a run dir or checkpoint (see `release_of`)."""
+    """(model in eval mode, its `Release`) of a run dir or checkpoint: the release the run was trained with, or
+    `settings` (a `conf/release` block, e.g. `{"name": "paper", "kind": "draw"}`) instead; see `release_of`.
+    `map_location` is where the weights go (`"cpu"`, `"cuda"`, a `torch.device`)."""
     from pprl.model.load import load_model
 
     model = load_model(run_dir_or_ckpt, map_location=map_location)
