@@ -143,6 +143,17 @@ def test_crop_names_never_collide_and_a_foreign_folder_is_refused(raw, tmp_path,
     assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"]
 
 
+def test_a_video_past_the_frame_cap_is_skipped_and_leaves_no_crop(raw, tmp_path):
+    s = prep.Settings(size=32, identity="a", expression="b", rotations=[0], max_frames=2)
+    r = prep.prepare(raw / "eileen/happy/clip.mkv", tmp_path / "out", s, progress=False)
+    assert r["crops"] == 0 and r["skipped"] == [[str(raw / "eileen/happy/clip.mkv"), "",
+                                                 "the video has more than max_frames=2 frames"]]
+    assert not list((tmp_path / "out").rglob("*.png"))  # frames 0 and 1 had crops: removed with the refusal
+    again = prep.prepare(raw / "eileen/happy/clip.mkv", tmp_path / "out", prep.Settings(
+        size=32, identity="a", expression="b", rotations=[0], max_frames=3), progress=False)  # caps: not refused
+    assert again["already_done"] == 1
+
+
 def test_cli_and_missing_extra(raw, tmp_path):
     out = tmp_path / "cli"
     r = subprocess.run([sys.executable, "-m", "pprl.prepare", f"input={raw / 'eileen/happy/upright.png'}",

@@ -20,8 +20,9 @@ A crop is named after its source's path below `input` (`eileen/happy/a.jpg` -> `
 `faces.csv`: one row per written crop (output, source, frame, labels, box, the 3 template landmarks, detector
 score and angle). `skipped.csv`: every file or frame that gave no crop, with its reason (not an image or video,
 unreadable, a format outside PNG/JPEG/WEBP/BMP/GIF/TIFF or the allowlisted video containers, no labels, no face,
-several faces, face smaller than `min_face`, any other error while reading it): nothing is dropped silently or
-guessed, and one bad file never stops the others. Inputs are only read; crops are written atomically; a rerun with
+several faces, face smaller than `min_face`, a video with more than `max_frames` frames or a photo or frame larger
+than `max_megapixels`, both counted while decoding; any other error while reading it): nothing is dropped silently
+or guessed, a video refused mid-stream leaves none of its crops, and one bad file never stops the others. Inputs are only read; crops are written atomically; a rerun with
 the same settings resumes (a finished source has its rows in `.prepare_parts/`), different settings into the same
 output are refused, and so is a non-empty output folder that holds no `.pprl_prepare.json` (nothing written).
 """
@@ -75,12 +76,23 @@ class Settings:
     expression_level: int = 1
     identity: str | None = None
     expression: str | None = None
+    max_frames: int = 216_000  # decode caps (`pprl.faces.media`): not part of the run's fingerprint
+    max_megapixels: float = 50.0
+
+    #: settings that only refuse inputs, never change a crop: a rerun may change them
+    CAPS = ("max_frames", "max_megapixels")
 
     def check(self) -> None:
         if int(self.size) < 8 or float(self.margin) < 0 or float(self.min_face) < 0:
             raise RunError(f"size must be >= 8, margin and min_face >= 0 (got {self.size}, {self.margin}, {self.min_face})")
         if self.fps is not None and float(self.fps) <= 0:
             raise RunError(f"fps must be > 0 or null, got {self.fps}")
+        if int(self.max_frames) < 1 or float(self.max_megapixels) <= 0:
+            raise RunError(f"max_frames must be >= 1 and max_megapixels > 0 (got {self.max_frames}, "
+                           f"{self.max_megapixels})")
+
+    def fingerprint(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self.CAPS}
 
 
 def list_sources(input: Path, output: Path) -> tuple[Path, list[Path]]:
@@ -190,15 +202,21 @@ class Preparer:
         labels = self.labeller(path)
         if isinstance(labels, str):
             return [], [[str(path), "", labels]]
+        max_pixels = int(float(self.s.max_megapixels) * 1e6)
         if not is_video(path):
             if seq_index >= 0 and self.s.sequence_fps and not keep_frame(seq_index, float(self.s.sequence_fps),
                                                                           self.s.fps):
                 return [], []  # a sequence frame left out by fps: not an error, not a crop
-            return self.crop(read_photo(path), path, 0, labels, name)
+            return self.crop(read_photo(path, max_pixels=max_pixels), path, 0, labels, name)
         faces, skipped = [], []
-        for i, frame in read_frames(path, self.s.fps):
-            f, s = self.crop(frame, path, i, labels, f"{name}_f{i:06d}")
-            faces, skipped = faces + f, skipped + s
+        try:
+            for i, frame in read_frames(path, self.s.fps, max_frames=int(self.s.max_frames), max_pixels=max_pixels):
+                f, s = self.crop(frame, path, i, labels, f"{name}_f{i:06d}")
+                faces, skipped = faces + f, skipped + s
+        except BaseException:  # a video refused mid-stream leaves none of its crops in the tree
+            for row in faces:
+                (self.out / row[0]).unlink(missing_ok=True)
+            raise
         return faces, skipped
 
 
@@ -276,7 +294,7 @@ def prepare(input, output, settings: Settings | None = None, progress: bool = Tr
     (out / PARTS).mkdir(exist_ok=True)
     for folder in (out, out / PARTS):
         remove_stale_temps(folder)
-    state = {"version": 1, "input": str(Path(input).expanduser().resolve()), **s.__dict__}
+    state = {"version": 1, "input": str(Path(input).expanduser().resolve()), **s.fingerprint()}
     if (out / STATE).is_file():
         old = json.loads((out / STATE).read_text(encoding="utf-8"))
         changed = sorted(k for k in state if old.get(k) != state[k])
