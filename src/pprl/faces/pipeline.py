@@ -48,7 +48,7 @@ from pprl.runtime.rundir import find_checkpoint, pick_device
 from pprl.release import load_release
 
 from .align import alignment, face_mask, paste_back, warp_crop
-from .media import CODECS, VideoWriter, is_video, probe, read_frames, read_photo
+from .media import CODECS, MAX_FRAMES, VideoWriter, is_video, probe, read_frames, read_photo
 from .cover import cover, overlaps
 from .track import Tracker
 
@@ -77,6 +77,7 @@ class DetectSettings:
     feather: float = 0.12
     video_min_size: float = 32.0
     video_rotations: tuple = (0.0,)
+    max_frames: int = MAX_FRAMES
     detect_every: int = 1
     video_codec: str = "h264"
     crf: int = 18
@@ -96,9 +97,10 @@ class DetectSettings:
         if s.on_miss not in ON_MISS or s.cover not in COVERS:
             raise RunError(f"detect.on_miss={s.on_miss!r}, detect.cover={s.cover!r}: use on_miss in {list(ON_MISS)}, "
                            f"cover in {list(COVERS)}")
-        if int(s.detect_every) < 1 or float(s.margin) < 0 or float(s.feather) <= 0 or int(s.cover_cells) < 1 \
-                or float(s.cover_grow) < 0:
-            raise RunError("detect: need detect_every >= 1, margin >= 0, feather > 0, cover_cells >= 1, cover_grow >= 0")
+        if min(int(s.detect_every), int(s.max_frames), int(s.cover_cells)) < 1 or float(s.margin) < 0 \
+                or float(s.feather) <= 0 or float(s.cover_grow) < 0:
+            raise RunError("detect: need detect_every, max_frames, cover_cells >= 1, margin >= 0, feather > 0, "
+                           "cover_grow >= 0")
         if s.detector == "mtcnn" and min(float(s.min_size), float(s.video_min_size)) < 12:
             raise RunError("detect: the mtcnn detector needs min_size and video_min_size >= 12 px")
         if not 0 <= float(s.maybe_score) <= float(s.min_score):
@@ -204,7 +206,7 @@ class _Refused(BadImage):
     pass
 
 
-def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path):
+def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path, limits):
     info = probe(path)
     tracker, rows, last = Tracker(info.width, info.height), [], -1
     empty: list[int] = []  # frames where nothing was found or covered
@@ -212,7 +214,7 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
     with ExitStack() as stack:
         writers = [stack.enter_context(VideoWriter(out / n, info.width, info.height, info.fps, p.s.video_codec,
                                                    p.s.crf)) for n in names]
-        for i, frame in read_frames(path):
+        for i, frame in read_frames(path, max_frames=int(p.s.max_frames), max_pixels=limits["max_pixels"]):
             faces, maybe = p.find(frame) if i % int(p.s.detect_every) == 0 else ([], [])
             tracked, lost = [], []
             for t, f, held in tracker.update(i, faces):
@@ -288,12 +290,12 @@ def anonymize_detect(run_dir, input, output, target="random", *, keep_names=Fals
         warn_domain(model, ckpt)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    (out / PARTS).mkdir(exist_ok=True)
-    remove_stale_temps(out / PARTS)
     outputs.check_state(out, {"version": 1, "faces": "detect", "checkpoint_sha256": outputs.sha256_file(ckpt) if ckpt else "in memory",
                            "inputs_sha256": outputs.inputs_digest(files), "num_inputs": len(files),
                            "target": str(target), "seed": int(seed), "release": release.settings,
                            "keep_names": bool(keep_names), "detect": settings.state()})
+    (out / PARTS).mkdir(exist_ok=True)
+    remove_stale_temps(out / PARTS)
     outs = output_names(files, tgt, names, keep_names, settings.video_codec)
     summary = outputs.Summary(out, len(files))
     notes: list[tuple[int, str, str]] = []  # written, with something to say (errors.csv)
@@ -314,8 +316,8 @@ def anonymize_detect(run_dir, input, output, target="random", *, keep_names=Fals
                 continue
             try:
                 run = _video if is_video(path) else _photo
-                args = (out,) if is_video(path) else (out, {"min_side": min_side, "max_pixels": max_pixels})
-                rows, reason, note = run(protectors[is_video(path)], path, i, outs[i], *args)
+                limits = {"max_pixels": max_pixels, **({} if is_video(path) else {"min_side": min_side})}
+                rows, reason, note = run(protectors[is_video(path)], path, i, outs[i], out, limits)
             except BadImage as exc:  # unreadable, refused, or nothing found in a clip: nothing written
                 summary.skipped.append((i, str(path), str(exc)))
                 bar.update()
