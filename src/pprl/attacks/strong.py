@@ -40,6 +40,7 @@ AUGMENT_KEYS = ("shift", "flip", "rotate", "scale", "brightness", "contrast", "s
 
 
 # ---------------------------------------------------------------------- augmentation and the deeper CNN
+@torch.no_grad()
 def augment(x: torch.Tensor, *, shift: float, flip: bool, rotate: float, scale: float, brightness: float,
             contrast: float, saturation: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random per-image geometry and colour changes of a batch x (B, 3, H, W) in [-1, 1].
@@ -47,6 +48,8 @@ def augment(x: torch.Tensor, *, shift: float, flip: bool, rotate: float, scale: 
     Geometry (one affine warp per image, border padding): translation up to `shift` x the image size,
     horizontal flip with probability 1/2 (`flip`), rotation up to `rotate` degrees, scaling by 1 ± `scale`.
     Colour: saturation, contrast and brightness factors drawn from 1 ± the given amount. 0 disables one.
+    Data preparation: no gradient flows through it (so `trainer.deterministic=true`, which forbids the CUDA
+    backward of grid_sample, holds for the strong attackers too).
     """
     b, device = x.shape[0], x.device
 
@@ -177,7 +180,7 @@ def knn_predict(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, ks: 
         else:
             dist = torch.cdist(q, ref_t)
         nearest = labels[dist.topk(k_max, dim=1, largest=False).indices]  # (B, k_max), nearest first
-        votes = F.one_hot(nearest, num_classes).float().cumsum(1)         # votes of the first k neighbours
+        votes = F.one_hot(nearest, num_classes).cumsum(1).float()         # votes of the first k neighbours
         tie_break = 1e-3 * F.one_hot(nearest[:, 0], num_classes).float()
         for k in ks:
             out[k].append((votes[:, min(k, k_max) - 1] + tie_break).argmax(1).cpu().numpy())

@@ -4,23 +4,31 @@
 |---|---|---|
 | `trainer.precision` | `bf16-mixed` (`32-true` on a GPU without bf16) | `bf16-mixed` on a CPU with native bf16 (AVX512-BF16 / AMX), else `32-true` |
 | `model.channels_last` | true | false |
-| `model.compile` | true when Triton is installed | false |
+| `model.compile` | true when Triton, a C compiler and the Python headers are there (else false, with one line) | false |
 | `train.data_on_device` | true in single-device runs (`pprl.runtime.pixels`) | false |
 
 None changes what is computed (the loss of eq. 5 / 6, the networks of Table 1, the data order); bf16 changes the
 arithmetic (measured on the 2-core CPU: 1.5x faster, Table 2 and the images unchanged within seed noise; docs:
-training and presets). `trainer.precision=32-true` gives the fp32 run, bit-identical with `trainer.deterministic=true`.
+training and presets). `trainer.precision=32-true` gives the fp32 run, bit-identical with `trainer.deterministic=true`:
+on a CUDA GPU it also turns TF32 off (`float32_precision`: cuDNN convolutions and float32 matmuls in full fp32), while
+the mixed precisions let the float32 operations outside autocast use TF32.
 `true` / `false` (and any Lightning precision) force a setting; `benchmarks/gpu.sh` measures each one on a GPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import shutil
+import sysconfig
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
+
+log = logging.getLogger("pprl.train")
 
 AUTO = "auto"
 #: the switches of conf/model/ that accept `auto`, and what `auto` means on a CUDA GPU
@@ -63,13 +71,52 @@ def resolve_precision(value: Any, device: torch.device) -> str:
     return "32-true"
 
 
+#: 32-bit precisions: on a CUDA GPU they compute float32 in full fp32 (no TF32)
+FULL_FP32 = ("32-true", "32", "64-true", "64")
+
+
+def float32_precision(precision: str, device: torch.device) -> dict[str, Any] | None:
+    """Set how float32 operations compute on a CUDA GPU for a run of `precision` and return what was set (None off
+    CUDA: the CPU is left as it is). `32-true` (and 64): float32 matmuls at `highest` and cuDNN convolutions without
+    TF32, an fp32 run; the mixed and half precisions: `high` and TF32 convolutions for the float32 operations left
+    outside autocast. Uses torch's legacy switches only (`set_float32_matmul_precision`, `cudnn.allow_tf32`): mixed
+    with the per-backend `fp32_precision` ones, torch refuses to read them back (as Lightning does)."""
+    if device.type != "cuda":
+        return None
+    full = str(precision) in FULL_FP32
+    matmul = "highest" if full else "high"
+    torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = not full
+    return {"float32_matmul_precision": matmul, "cudnn_allow_tf32": not full}
+
+
+def compile_toolchain_problem() -> str | None:
+    """What `torch.compile` (Inductor and Triton) lacks on this machine to build its first kernels, or None: Triton,
+    a C compiler (`CC`, or cc / gcc / clang on PATH) and the Python headers (Python.h)."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    cc = os.environ.get("CC")
+    if not (shutil.which(cc.split()[0]) if cc else any(shutil.which(c) for c in ("cc", "gcc", "clang"))):
+        return f"no C compiler ({'CC=' + cc if cc else 'cc, gcc or clang'} not found)"
+    include = sysconfig.get_paths().get("include") or ""
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        return f"no Python headers ({os.path.join(include, 'Python.h')} missing; install python3-dev)"
+    return None
+
+
 def resolve_switch(name: str, value: Any, device: torch.device) -> bool:
-    """`model.channels_last` / `model.compile`: a bool as given; `auto` -> on for CUDA (compile: with Triton)."""
+    """`model.channels_last` / `model.compile`: a bool as given; `auto` -> on for CUDA (compile: when Triton, a C
+    compiler and the Python headers are there; else eager, with one log line)."""
     if not _is_auto(value):
         return bool(value)
     if device.type != "cuda":
         return False
-    return name != "compile" or importlib.util.find_spec("triton") is not None
+    if name == "compile":
+        problem = compile_toolchain_problem()
+        if problem is not None:
+            log.warning("model.compile=auto: eager (no torch.compile): %s", problem)
+            return False
+    return True
 
 
 def resolve_data_on_device(value: Any, device: torch.device, world_size: int = 1) -> bool:
