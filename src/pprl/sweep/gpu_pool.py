@@ -12,7 +12,9 @@ file itself stays (removing it could let two jobs lock two different files for o
 text (holder pid, host, job, time) is overwritten by the next holder. Keep the pool folder on a local disk.
 
 The job sets `CUDA_VISIBLE_DEVICES` to its device before torch initialises CUDA, so its `cuda:0` is the
-pinned GPU, and restores it afterwards (joblib reuses worker processes). A worker process whose CUDA is
+pinned GPU, and restores it afterwards (joblib reuses worker processes). Devices listed by `nvidia-smi` (no
+`CUDA_VISIBLE_DEVICES` given) are numbered in PCI bus order, CUDA's own numbering puts the fastest GPU first: a job
+pinning such an index also sets `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so that the index means the GPU nvidia-smi shows. A worker process whose CUDA is
 already initialised is bound to its first device, so it waits for that same device again.
 """
 
@@ -41,6 +43,7 @@ POOL_ENV = "PPRL_GPU_POOL"          # the pool folder, set per job by hydra/laun
 PINNED_ENV = "PPRL_GPU_PINNED"      # set while a job holds a device; its DDP child processes do not pin again
 SLOT_ENV = "PPRL_GPU_SLOT"          # the slot of the device the job holds (0 .. jobs_per_gpu - 1)
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+ORDER_ENV = "CUDA_DEVICE_ORDER"     # PCI_BUS_ID while a job pins a GPU that nvidia-smi listed (nvidia-smi's order)
 
 _bound_device: str | None = None    # the device this process's CUDA context was created on
 
@@ -211,14 +214,17 @@ def pinned_gpu(pool_dir: str | os.PathLike | None, timeout_s: float | None = Non
             raise GpuPoolError("gpu_pool: CUDA was initialised in this process before a GPU was pinned; "
                                "pin the device before any CUDA call")
         only = _bound_device
+    from_smi = os.environ.get(VISIBLE_ENV) is None  # nvidia-smi's indices: PCI bus order
     devices = visible_devices()
     if not devices:
         raise GpuPoolError(f"gpu_pool={str(pool_dir)!r}: no GPU visible (CUDA_VISIBLE_DEVICES is empty or unset "
                            "and nvidia-smi lists none)")
     lease = GpuPool(pool_dir, devices, jobs_per_gpu).acquire(timeout_s=timeout_s, label=label, only=only)
-    saved = {k: os.environ.get(k) for k in (VISIBLE_ENV, PINNED_ENV, SLOT_ENV)}
+    saved = {k: os.environ.get(k) for k in (VISIBLE_ENV, PINNED_ENV, SLOT_ENV, ORDER_ENV)}
     os.environ[VISIBLE_ENV] = os.environ[PINNED_ENV] = lease.device
     os.environ[SLOT_ENV] = str(lease.slot)
+    if from_smi:
+        os.environ[ORDER_ENV] = "PCI_BUS_ID"
     log.info("pinned GPU %s (slot %d of %d) from pool %s%s", lease.device, lease.slot, jobs_per_gpu, pool_dir,
              f" for {label}" if label else "")
     try:

@@ -22,6 +22,7 @@ several machines without SLURM.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -88,13 +89,52 @@ def gpu_share(num_gpus: Any, jobs_per_gpu: Any, cluster_gpus: float, local: bool
     return share
 
 
-def _run_job(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict):
-    """One job in a Ray worker: Hydra's state as in the driver, then Hydra's own `run_job` (job dir, .hydra/, logs)."""
+def check_threads(threads: Any) -> Any:
+    """`hydra.launcher.ray.threads`: auto or an integer >= 1 (ConfigError otherwise)."""
+    if threads == "auto" or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        return threads
+    raise ConfigError(f"hydra.launcher.ray.threads={threads!r}: auto or an integer >= 1")
+
+
+def job_threads(threads: Any, assigned: Mapping[str, float], node: Mapping[str, float],
+                sweep_threads: str | None = None) -> int:
+    """The CPU threads (torch intra-op, OpenMP) of one job. A number: that many. `auto`: OMP_NUM_THREADS as set
+    for the sweep (`sweep_threads`) when it was, else the node's CPUs shared by the jobs it runs at once: its GPUs
+    over the job's GPU share for a GPU job (GPUs x jobs_per_gpu), its CPUs over the job's `num_cpus` for a CPU job.
+    (Left alone, a Ray worker sets OMP_NUM_THREADS to the task's `num_cpus`, 1 by default.)"""
+    if threads != "auto":
+        return int(threads)
+    if sweep_threads and sweep_threads.strip().isdigit() and int(sweep_threads) > 0:
+        return int(sweep_threads)
+    cpus = float(node.get("CPU") or os.cpu_count() or 1)
+    share, node_gpus = float(assigned.get("GPU") or 0), float(node.get("GPU") or 0)
+    at_once = node_gpus / share if share > 0 and node_gpus > 0 else cpus / max(float(assigned.get("CPU") or 1), 1e-9)
+    return max(1, int(cpus // max(at_once, 1.0)))
+
+
+def _set_job_threads(threads: Any, sweep_threads: str | None) -> int:
+    """Set this Ray worker's CPU threads (`job_threads`) before the job starts; returns the count."""
+    import ray
+    import torch
+
+    ctx = ray.get_runtime_context()
+    node = next((n.get("Resources", {}) for n in ray.nodes() if n.get("NodeID") == ctx.get_node_id()), {})
+    n = job_threads(threads, ctx.get_assigned_resources(), node, sweep_threads)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
+
+
+def _run_job(hydra_context, sweep_config: DictConfig, task_function, singleton_state: dict, threads: Any = "auto",
+             sweep_threads: str | None = None):
+    """One job in a Ray worker: its CPU threads, Hydra's state as in the driver, then Hydra's own `run_job` (job
+    dir, .hydra/, logs)."""
     import ray
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
 
+    _set_job_threads(threads, sweep_threads)
     setup_globals()
     Singleton.set_state(singleton_state)
     with open_dict(sweep_config):
@@ -113,6 +153,8 @@ class RayJobs:
         gpus = start(init)
         remote["num_gpus"] = gpu_share(remote.get("num_gpus", "auto"), config.get("jobs_per_gpu", 1), gpus,
                                        local=not init.get("address"))
+        self.threads = check_threads(settings.get("threads", "auto"))
+        self.sweep_threads = os.environ.get("OMP_NUM_THREADS")  # set for the sweep: the jobs keep it
         self.options, self.config = remote, config
         self.hydra_context, self.task_function = hydra_context, task_function
         log.info("%s: %d GPU(s) in the cluster; each job asks for %s", WHAT, int(gpus), remote)
@@ -134,7 +176,8 @@ class RayJobs:
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.num = idx
-            refs.append(task.remote(self.hydra_context, sweep_config, self.task_function, Singleton.get_state()))
+            refs.append(task.remote(self.hydra_context, sweep_config, self.task_function, Singleton.get_state(),
+                                    self.threads, self.sweep_threads))
         returns = []
         for ref, overrides in zip(refs, job_overrides):
             try:
