@@ -1,9 +1,10 @@
-"""`benchmarks/gpu.sh [--out FILE] [--quick] [--paper] [--sweep9 K]`: paper scale on one GPU (issue 15), in one call.
+"""`benchmarks/gpu.sh [--out FILE] [--quick] [--paper] [--sweep9 K]`: paper scale on one GPU, in one call.
 
 Sections (each a ratio measured in this one process, so machine-wide noise hits both sides alike):
   data     the FERG-sized stand-in (`experiment=ferg_scale`, 55,767 images at 64 px) drawn and cached
   peak     the GPU's bf16 dense peak (spec sheet) and a measured bf16 GEMM
-  flops    FLOPs of one training iteration (1 D + 2 G steps) per image, counted by torch.utils.flop_counter
+  flops    FLOPs of one training iteration (1 D + 2 G steps) per image, torch.utils.flop_counter's per-op counts of
+           every aten op (R1's double backward included; with R1 every r1_interval-th batch, the mean over them)
   train    Lightning Trainer vs the plain loop (benchmarks/plain_loop.py) at 64 px, `auto` settings, on the GPU
            (batch 256) and on the CPU (batch 64): img/s, ratio, fraction of the bf16 peak reached
   precision  bf16-mixed vs 32-true, channels_last, torch.compile (Trainer img/s and set-up time)
@@ -91,19 +92,68 @@ def bench_peak(device: torch.device, rows: dict, n: int = 8192, reps: int = 20) 
     log(f"peak: {rows['peak']}")
 
 
-def bench_flops(data: list[str], work: Path, rows: dict, batch: int = 8) -> None:
-    """FLOPs of one training iteration per image (fp32 on the CPU: the count does not depend on the device)."""
-    from torch.utils.flop_counter import FlopCounterMode
+class _AllOpsFlopCounter:
+    """torch.utils.flop_counter's FLOP count of every aten op run inside the block, all under one total.
 
+    `FlopCounterMode` also tracks the module hierarchy with hooks on every module's inputs and outputs; its hook on
+    D's input (the real batch, a leaf that requires grad under R1) makes R1's `torch.autograd.grad` fail ("A leaf
+    node was passed to _will_engine_execute_node"). This counter keeps the mode (the per-op FLOP formulas) and
+    replaces the tracker by one that hooks nothing, so the double backward of R1 is counted with the rest."""
+
+    class _NoTracker:
+        parents = {"Global"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return None
+
+    def __init__(self):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.counter = FlopCounterMode(display=False)
+        self.counter.mod_tracker = self._NoTracker()
+
+    def __enter__(self):
+        self.counter.__enter__()
+        return self
+
+    def __exit__(self, *args):
+        return self.counter.__exit__(*args)
+
+    def total(self) -> int:
+        return int(self.counter.get_total_flops())
+
+
+def bench_flops(data: list[str], work: Path, rows: dict, batch: int = 8) -> None:
+    """FLOPs of one training iteration (1 D + g G steps) per image, fp32 on the CPU (the count does not depend on
+    the device). With R1 on (lambda.r1 > 0, every `loss.r1_interval`-th batch), a batch with R1 (its double
+    backward counted with the rest) and one without are counted, and `per_image` is their mean over the interval."""
     cfg, dm = setup(data + NO_SPEEDUPS + ["trainer.accelerator=cpu", f"train.batch_size={batch}",
                                           "train.data_on_device=false"], work / "flops")
-    loop = PlainLoop(fresh_model(cfg, dm), seed=0)
-    x, identity, expression = next(plain_batches(dm, torch.device("cpu")))
-    with FlopCounterMode(display=False) as counter:
-        loop.train_batch(x, identity, expression)
-    rows["flops"] = {"per_image": counter.get_total_flops() / batch, "image_size": int(cfg.dataset.image_size),
-                     "width": int(cfg.model.width)}
-    log(f"flops: {rows['flops']['per_image'] / 1e9:.2f} GFLOP per image per iteration")
+    model = fresh_model(cfg, dm)
+    loop = PlainLoop(model, seed=0)
+    stream = plain_batches(dm, torch.device("cpu"))
+    interval = int(model.loss_settings["r1_interval"])
+    r1_on = model.term_weights["r1_penalty"] > 0
+    counts = []
+    for _ in range(2 if r1_on and interval > 1 else 1):  # batch 0 has R1 (when on); batch 1 not (interval > 1)
+        x, identity, expression = next(stream)
+        with _AllOpsFlopCounter() as counter:
+            loop.train_batch(x, identity, expression)
+        counts.append(counter.total() / batch)
+    with_r1 = counts[0]
+    without_r1 = counts[-1] if len(counts) > 1 else (None if r1_on else counts[0])
+    per_image = (with_r1 + (interval - 1) * without_r1) / interval if len(counts) > 1 else with_r1
+    rows["flops"] = {"per_image": per_image, "image_size": int(cfg.dataset.image_size),
+                     "width": int(cfg.model.width), "r1": bool(r1_on), "r1_interval": interval,
+                     "per_image_r1_batch": with_r1 if r1_on else None, "per_image_plain_batch": without_r1,
+                     "method": "torch.utils.flop_counter per-op formulas, every aten op counted (no module "
+                               "tracker), R1's double backward included"
+                               + (f"; mean over r1_interval={interval} batches" if len(counts) > 1 else "")}
+    log(f"flops: {per_image / 1e9:.3f} GFLOP per image per iteration"
+        + (f" (R1 batch {with_r1 / 1e9:.3f}, others {without_r1 / 1e9:.3f})" if len(counts) > 1 else ""))
 
 
 def bench_train(label: str, overrides: list[str], warmup: int, n: int, rounds: int, work: Path, rows: list,
@@ -263,8 +313,11 @@ def plan(args, gpu: torch.device, work: Path, results: dict, deadline: float):
     def train():
         if cuda:
             bench_train("GPU, batch 256, auto settings", on_gpu, 15, 100, 2, work, results["train"])
-        bench_train("CPU, batch 64, auto settings (fp32)", cpu, 1, 3 if q else 6, 1, work, results["train"],
-                    check_equal=True)
+        from pprl.runtime.speed import resolve_precision
+
+        cpu_precision = resolve_precision("auto", torch.device("cpu"))  # bf16-mixed on a CPU with native bf16
+        bench_train(f"CPU, batch 64, auto settings ({cpu_precision})", cpu, 1, 3 if q else 6, 1, work,
+                    results["train"], check_equal=True)
 
     def sweep():
         if cuda:

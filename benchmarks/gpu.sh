@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paper scale on one GPU (issue 15), every benchmark in one call of under 10 minutes on an H100/H200:
+# Paper scale on one GPU, every benchmark in one call of under 10 minutes on an H100/H200:
 #   benchmarks/gpu.sh                       -> benchmarks/RESULTS_gpu.md (+ .json): Trainer vs plain loop (GPU, CPU),
 #                                              img/s and share of the bf16 peak, bf16 vs fp32, data path vs model,
 #                                              8 sweep jobs on one GPU at 1, 2, 4 jobs per GPU

@@ -11,7 +11,7 @@ def _machine(r: dict, quick: bool) -> list[str]:
     m = r["machine"]
     gpu = m["gpu"] or "**none: every GPU figure below is unmeasured** (run `benchmarks/gpu.sh` on a GPU machine)"
     load = " ".join(f"{x:.1f}" for x in m["load_start"]) + " / " + " ".join(f"{x:.1f}" for x in m["load_end"])
-    return ["# GPU benchmarks (issue 15)", "",
+    return ["# GPU benchmarks", "",
             f"`benchmarks/gpu.sh{' --quick' if quick else ''}` — one process, {r['benchmark_seconds']:.0f} s of "
             "benchmarks. Ratios are measured within this one run.", "",
             "| machine | |", "|---|---|", f"| date | {m['date']} |", f"| GPU | {gpu} |",
@@ -27,9 +27,14 @@ def _work(r: dict) -> list[str]:
         lines += [f"- Data: {d['images']:,} images ({d['train']:,} train / {d['test']:,} test) at {d['size']} px, "
                   f"{d['uint8_mb']:,.0f} MB of uint8; drawn or read from the cache in {d['seconds']:.1f} s."]
     if f:
+        r1 = ""
+        if f.get("per_image_r1_batch") is not None and f.get("per_image_plain_batch") is not None:
+            r1 = (f"; R1 on every {f['r1_interval']}th batch: {f['per_image_r1_batch'] / 1e9:.2f} GFLOP on a batch "
+                  f"with R1 (its double backward), {f['per_image_plain_batch'] / 1e9:.2f} on the others, the mean "
+                  "over the interval above")
         lines += [f"- Work: **{f['per_image'] / 1e9:.2f} GFLOP per image per training iteration** (1 D + 2 G steps, "
-                  f"forward + backward, {f['image_size']} px, width {f['width']}, default preset; "
-                  "torch.utils.flop_counter)."]
+                  f"forward + backward, {f['image_size']} px, width {f['width']}, default preset{r1}; "
+                  f"{f.get('method', 'torch.utils.flop_counter')})."]
     if p:
         lines += [f"- GPU: {p['gpu']}, bf16 dense peak {fmt(p['spec_bf16_tflops'], 0)} TFLOPS (spec sheet); "
                   f"measured bf16 GEMM (8192^3) {fmt(p['gemm_bf16_tflops'], 0)} TFLOPS."]

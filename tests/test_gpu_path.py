@@ -162,11 +162,9 @@ def test_auto_settings_keep_the_cpu_run_and_turn_on_for_cuda(monkeypatch):
     assert speed.resolve_precision("auto", cuda) == "bf16-mixed"
     assert speed.resolve_precision("16-mixed", cuda) == "16-mixed"  # an explicit precision is kept
     assert speed.resolve_switch("channels_last", "auto", cuda) and not speed.resolve_switch("compile", False, cuda)
-    import importlib.util
-
-    for found in (None, object()):
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, found=found: found)
-        assert speed.resolve_switch("compile", "auto", cuda) is (found is not None)  # compile needs Triton
+    for problem in ("Triton is not installed", None):  # compile needs Triton, a C compiler, the Python headers
+        monkeypatch.setattr(speed, "compile_toolchain_problem", lambda problem=problem: problem)
+        assert speed.resolve_switch("compile", "auto", cuda) is (problem is None)
     assert speed.resolve_data_on_device("auto", cuda) and not speed.resolve_data_on_device("auto", cuda, 2)
     with pytest.raises(ValueError, match="single-process"):
         speed.resolve_data_on_device(True, cuda, world_size=2)
@@ -363,9 +361,11 @@ def test_a_job_records_its_gpu_slot_and_times(tmp_path, monkeypatch):
     run_job(cfg)
     summary = json.loads((tmp_path / "run" / "results" / "train_summary.json").read_text())
     assert (summary["gpu"], summary["gpu_slot"], summary["device"]) == ("7", 0, "cpu")
+    assert summary["evaluate_device"] == summary["device"]  # Table 2 runs where training ran
     assert summary["job_seconds"] >= summary["wall_seconds"] > 0 and summary["evaluate_seconds"] >= 0
-    assert summary["speed"] == {"precision": speed.resolve_precision("auto", torch.device("cpu")), "channels_last": False, "compile": False,
-                                "data_on_device": False}
+    assert summary["speed"] == {"precision": speed.resolve_precision("auto", torch.device("cpu")),
+                                "channels_last": False, "compile": False, "data_on_device": False,
+                                "deterministic": bool(cfg.trainer.deterministic)}  # no float32 switches off CUDA
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7,8" and gpu_pool.SLOT_ENV not in os.environ
 
 
