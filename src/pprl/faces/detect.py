@@ -229,7 +229,7 @@ class MTCNNDetector:
 
     name = "mtcnn"
 
-    def __init__(self, min_size: float = 20, min_score: float = 0.7, maybe_score: float = 0.3,
+    def __init__(self, min_size: float = 20, min_score: float = 0.7, maybe_score: float = 0.4,
                  rotations: Sequence[float] = (0,), factor: float = 0.709, **_ignored):
         from .mtcnn import MTCNN
 

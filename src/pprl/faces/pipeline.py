@@ -67,12 +67,12 @@ class DetectSettings:
     margin: float = 0.2
     min_size: float = 20.0
     rotations: tuple = (0.0,)
-    min_score: float = 0.7
-    maybe_score: float = 0.3
+    min_score: float | None = None  # None: the detector's own (mtcnn 0.7, hog 0.0)
+    maybe_score: float = 0.4
     on_miss: str = "cover"
     cover: str = "pixelate"
     cover_cells: int = 4
-    cover_grow: float = 0.25
+    cover_grow: float = 0.15
     landmarks: int = 5
     feather: float = 0.12
     video_min_size: float = 32.0
@@ -103,8 +103,8 @@ class DetectSettings:
                            "cover_grow >= 0")
         if s.detector == "mtcnn" and min(float(s.min_size), float(s.video_min_size)) < 12:
             raise RunError("detect: the mtcnn detector needs min_size and video_min_size >= 12 px")
-        if not 0 <= float(s.maybe_score) <= float(s.min_score):
-            raise RunError(f"detect: need 0 <= maybe_score <= min_score, got {s.maybe_score}, {s.min_score}")
+        if s.detector == "mtcnn" and not 0 <= float(s.maybe_score) <= (0.7 if s.min_score is None else s.min_score) <= 1:
+            raise RunError(f"detect: need 0 <= maybe_score <= min_score <= 1, got {s.maybe_score}, {s.min_score}")
         return s
 
     def state(self) -> dict:
@@ -125,7 +125,8 @@ class FaceProtector:
         self.detector = make_detector(settings.detector, landmarks=settings.landmarks,
                                       min_size=settings.video_min_size if video else settings.min_size,
                                       rotations=settings.video_rotations if video else settings.rotations,
-                                      min_score=settings.min_score, maybe_score=settings.maybe_score)
+                                      maybe_score=settings.maybe_score,
+                                      **({} if settings.min_score is None else {"min_score": settings.min_score}))
         self.mask = face_mask(self.size, settings.margin, settings.feather)
         self.n_ids = int(self.model.num_identities)
 
