@@ -102,9 +102,15 @@ def _hashes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def _errors(out: Path) -> dict[str, str]:
+def _errors(out: Path, inputs) -> dict[str, str]:
+    """errors.csv by input file name: the report names inputs by index only (no original file name)."""
+    from pprl.faces.outputs import list_inputs
+
+    files = list_inputs(inputs, out)
     with open(out / "errors.csv", newline="") as fh:
-        return {Path(r["input"]).name: r["reason"] for r in csv.DictReader(fh)}
+        rows = list(csv.DictReader(fh))
+    assert all(r["input"] == "" for r in rows)
+    return {files[int(r["index"])].name: r["reason"] for r in rows}
 
 
 def _identity_names(run) -> list[str]:
@@ -127,7 +133,7 @@ def test_folder_with_good_and_bad_inputs(tiny_run, faces, tmp_path, monkeypatch)
     assert _hashes(faces) == before  # inputs never modified
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # anonymize enforces strict decoding
     assert s.completed and s.total == len(GOOD) + len(BAD) and s.written == len(GOOD)
-    errors = _errors(out)
+    errors = _errors(out, faces)
     assert set(errors) == set(BAD)
     for name, words in BAD.items():
         assert words in errors[name], (name, errors[name])
@@ -308,7 +314,7 @@ def test_a_foreign_output_folder_is_refused_and_odd_errors_are_one_line(tiny_run
 
     monkeypatch.setattr(anon, "read_image", odd)
     s = anon.anonymize(tiny_run, f"{faces}/[ab]_*", tmp_path / "out", progress=False)
-    assert s.completed and s.written == 1 and _errors(tmp_path / "out") == {
+    assert s.completed and s.written == 1 and _errors(tmp_path / "out", f"{faces}/[ab]_*") == {
         "b_rgba.png": "unexpected MemoryError: decoder ran out of memory"}
 
 

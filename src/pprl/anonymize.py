@@ -18,7 +18,8 @@ encoder's mean, which names the person (attack III): its features are written on
 
 Output folder: `000000.png, 000001.png, ...` (or `000000_<target>.png` for target=all; the original stem
 with keep_names=true, never two inputs on one name: `pprl.faces.outputs.output_names`); `errors.csv` (index,
-input, reason: one line per skipped input, rewritten each run); `manifest.csv` (index -> input, output,
+input, reason: one line per skipped input, rewritten each run; the input column is empty unless keep_names or
+manifest ask for file names); `manifest.csv` (index -> input, output,
 target) only with manifest=true; `.pprl_anonymize.json`. Inputs are only ever opened for reading.
 
 Streaming and resume: only the file *names* are listed and sorted (natural order) up front; images are
@@ -215,7 +216,8 @@ def anonymize(run_dir: str | os.PathLike, input: str | os.PathLike, output: str 
         summary.seconds = summary.seconds or time.perf_counter() - t0
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
-        write_errors(out, summary.skipped)
+        # the report beside the outputs names inputs by index; file names only when asked (keep_names, manifest)
+        write_errors(out, summary.skipped if keep_names or manifest else [(i, "", r) for i, _, r in summary.skipped])
     return summary
 
 
