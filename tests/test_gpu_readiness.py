@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_after_fit_the_model_goes_back_to_the_strategys_device():
     """Lightning's teardown leaves the module on the CPU; the run puts it back on the strategy's root device (meta
     stands in for cuda here: the move is what is checked)."""
-    from pprl.train import back_on_training_device
+    from pprl.runtime.speed import back_on_training_device
 
     model = tiny_model()
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
@@ -118,7 +118,8 @@ def test_diff_augment_draws_the_same_shifts_in_bf16_as_in_fp32():
 
 # ----------------------------------------------------------------------------- 5. DDP where it cannot work; ranks
 def test_ddp_is_refused_in_a_multirun_and_with_the_gpu_pool(tmp_path):
-    from pprl.train import check_before_start, ddp_problems, processes
+    from pprl.sweep.gpu_pool import ddp_problems, processes
+    from pprl.train import check_before_start
 
     ddp = compose_train(tmp_path, ["trainer=ddp"])
     assert processes(ddp.trainer) == 2 and processes(compose_train(tmp_path).trainer) == 1

@@ -163,7 +163,7 @@ def check_before_start(cfg: DictConfig) -> None:
     """What `python -m pprl.train` checks before Hydra creates a run dir (a single run): the config, and that
     `resume=` names a checkpoint of the same model settings. ConfigError / RunError, one line each."""
     validate_train_config(cfg)
-    problems = ddp_problems(cfg, multirun=_in_multirun())
+    problems = gpu_pool.ddp_problems(cfg, multirun=_in_multirun())
     if problems:
         raise ConfigError("\n  ".join(problems))
     ckpt = resolve_resume(cfg.get("resume"))
@@ -172,45 +172,6 @@ def check_before_start(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={cfg.resume}: the checkpoint was trained with other settings: "
                           + "; ".join(problems) + ". Resume with the run's own settings (its .hydra/overrides.yaml) "
                           "or start a new run without resume=")
-
-
-def processes(trainer_cfg) -> int:
-    """How many processes a Trainer built from `trainer_cfg` trains in (devices x nodes; -1 / "auto" devices with a
-    DDP strategy count as several)."""
-    devices = trainer_cfg.get("devices", 1)
-    if isinstance(devices, str):
-        text = devices.strip()
-        if "," in text:
-            devices = [d for d in text.split(",") if d.strip()]
-        elif text.lstrip("-").isdigit():
-            devices = int(text)
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        count = len(devices)
-    elif isinstance(devices, int) and not isinstance(devices, bool):
-        count = 2 if devices == -1 else devices  # -1: every visible device
-    else:  # "auto": every visible device under a DDP strategy, else one
-        strategy = str(trainer_cfg.get("strategy", "auto"))
-        count = 2 if any(k in strategy for k in ("ddp", "fsdp", "deepspeed")) else 1
-    return max(count, 1) * max(int(trainer_cfg.get("num_nodes", 1) or 1), 1)
-
-
-def ddp_problems(cfg: DictConfig, multirun: bool) -> list[str]:
-    """A run on several devices (trainer=ddp, trainer.devices>1) inside a --multirun or with a GPU pool: one line.
-
-    Lightning starts a DDP run's other processes by running this command line again (sys.argv), which in a
-    --multirun starts the sweep again; a job of the GPU pool (`hydra/launcher=gpus`, `gpu_pool=`) sees the one GPU
-    it holds."""
-    if processes(cfg.trainer) < 2:
-        return []
-    what = f"trainer.devices={cfg.trainer.get('devices')} (strategy {cfg.trainer.get('strategy')})"
-    if multirun:
-        return [f"{what} in a --multirun: Lightning starts the other DDP processes by running the command line "
-                "again, which would start the sweep again; train on several GPUs as a single run "
-                "(python -m pprl.train trainer=ddp ...) and sweep with one GPU per job (hydra/launcher=gpus)"]
-    if cfg.get("gpu_pool"):
-        return [f"{what} with gpu_pool={cfg.gpu_pool}: a job of the GPU pool sees the one GPU it holds; run DDP "
-                "without gpu_pool (or with trainer.devices=1)"]
-    return []
 
 
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
@@ -241,7 +202,8 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
     from pprl.model.callbacks import IdentitySwapGrid
     from pprl.runtime.checkpoint import LastCheckpoint
     from pprl.datasets import FaceDataModule
-    from pprl.runtime.speed import float32_precision, resolve_precision, run_device, uncompiled
+    from pprl.runtime.speed import (back_on_training_device, float32_precision, resolve_precision, run_device,
+                                    uncompiled)
 
     pl.seed_everything(int(cfg.seed), workers=True)
     logger = build_logger(cfg, run_dir, resume=ckpt_path is not None)
@@ -274,7 +236,7 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         wall = time.time() - start
-        device = back_on_training_device(trainer, model)
+        device = back_on_training_device(trainer, model)  # Lightning's teardown left it on the CPU
         with uncompiled(model):
             heads = fake_head_summary(model, monitor, seed=int(cfg.seed))
         summary: dict[str, Any] = {
@@ -321,17 +283,6 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt_path: str | None, extra_callbacks:
         raise
     finally:
         finish_wandb()
-
-
-def back_on_training_device(trainer: pl.Trainer, model: pl.LightningModule) -> torch.device:
-    """Put `model` back on the device it trained on (the strategy's root device) and return that device.
-
-    When `trainer.fit` returns, Lightning's `Strategy.teardown()` has moved the module (and its optimizers) to the
-    CPU; the summary heads and Table 2 (every attacker, the protected sets) run where the model is, so they would
-    run on the host after GPU training."""
-    device = trainer.strategy.root_device
-    model.to(device)
-    return device
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any], started: float) -> Path:

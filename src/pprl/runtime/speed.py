@@ -4,7 +4,7 @@
 |---|---|---|
 | `trainer.precision` | `bf16-mixed` (`32-true` on a GPU without bf16) | `bf16-mixed` on a CPU with native bf16 (AVX512-BF16 / AMX), else `32-true` |
 | `model.channels_last` | true | false |
-| `model.compile` | true when Triton, a C compiler and the Python headers are there (else false, with one line) | false |
+| `model.compile` | true with Triton, a C compiler and the Python headers (else false, one log line) | false |
 | `train.data_on_device` | true in single-device runs (`pprl.runtime.pixels`) | false |
 
 None changes what is computed (the loss of eq. 5 / 6, the networks of Table 1, the data order); bf16 changes the
@@ -175,3 +175,13 @@ def uncached_autocast(device_type: str):
     return torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
                           enabled=torch.is_autocast_enabled(device_type), cache_enabled=False)
 
+
+def back_on_training_device(trainer, model: nn.Module) -> torch.device:
+    """Put `model` back on the device it trained on (the strategy's root device) and return that device.
+
+    When `trainer.fit` returns, Lightning's `Strategy.teardown()` has moved the module (and its optimizers) to the
+    CPU; the summary heads and Table 2 (every attacker, the protected sets) run where the model is, so they would
+    run on the host after GPU training."""
+    device = trainer.strategy.root_device
+    model.to(device)
+    return device

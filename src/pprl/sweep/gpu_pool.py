@@ -14,8 +14,9 @@ text (holder pid, host, job, time) is overwritten by the next holder. Keep the p
 The job sets `CUDA_VISIBLE_DEVICES` to its device before torch initialises CUDA, so its `cuda:0` is the
 pinned GPU, and restores it afterwards (joblib reuses worker processes). Devices listed by `nvidia-smi` (no
 `CUDA_VISIBLE_DEVICES` given) are numbered in PCI bus order, CUDA's own numbering puts the fastest GPU first: a job
-pinning such an index also sets `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so that the index means the GPU nvidia-smi shows. A worker process whose CUDA is
-already initialised is bound to its first device, so it waits for that same device again.
+pinning such an index also sets `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so that the index means the GPU nvidia-smi shows.
+A worker process whose CUDA is already initialised is bound to its first device, so it waits for that same device
+again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("pprl.gpu_pool")
 
@@ -276,3 +277,43 @@ def job_cells(summary: dict) -> list[str]:
             f" ({where})"
     seconds = summary.get("job_seconds", summary.get("wall_seconds"))
     return [where, "–" if seconds is None else f"{float(seconds) / 60:.1f} min"]
+
+
+# ------------------------------------------------------------------------------ runs on several devices
+def processes(trainer_cfg) -> int:
+    """How many processes a Trainer built from `trainer_cfg` trains in (devices x nodes; -1 / "auto" devices with a
+    DDP strategy count as several)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            devices = [d for d in text.split(",") if d.strip()]
+        elif text.lstrip("-").isdigit():
+            devices = int(text)
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        count = len(devices)
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        count = 2 if devices == -1 else devices  # -1: every visible device
+    else:  # "auto": every visible device under a DDP strategy, else one
+        strategy = str(trainer_cfg.get("strategy", "auto"))
+        count = 2 if any(k in strategy for k in ("ddp", "fsdp", "deepspeed")) else 1
+    return max(count, 1) * max(int(trainer_cfg.get("num_nodes", 1) or 1), 1)
+
+
+def ddp_problems(cfg: DictConfig, multirun: bool) -> list[str]:
+    """A run on several devices (trainer=ddp, trainer.devices>1) inside a --multirun or with a GPU pool: one line.
+
+    Lightning starts a DDP run's other processes by running this command line again (sys.argv), which in a
+    --multirun starts the sweep again; a job of the GPU pool (`hydra/launcher=gpus`, `gpu_pool=`) sees the one GPU
+    it holds."""
+    if processes(cfg.trainer) < 2:
+        return []
+    what = f"trainer.devices={cfg.trainer.get('devices')} (strategy {cfg.trainer.get('strategy')})"
+    if multirun:
+        return [f"{what} in a --multirun: Lightning starts the other DDP processes by running the command line "
+                "again, which would start the sweep again; train on several GPUs as a single run "
+                "(python -m pprl.train trainer=ddp ...) and sweep with one GPU per job (hydra/launcher=gpus)"]
+    if cfg.get("gpu_pool"):
+        return [f"{what} with gpu_pool={cfg.gpu_pool}: a job of the GPU pool sees the one GPU it holds; run DDP "
+                "without gpu_pool (or with trainer.devices=1)"]
+    return []
