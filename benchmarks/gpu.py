@@ -150,8 +150,7 @@ def bench_flops(data: list[str], work: Path, rows: dict, batch: int = 8) -> None
                      "width": int(cfg.model.width), "r1": bool(r1_on), "r1_interval": interval,
                      "per_image_r1_batch": with_r1 if r1_on else None, "per_image_plain_batch": without_r1,
                      "method": "torch.utils.flop_counter per-op formulas, every aten op counted (no module "
-                               "tracker), R1's double backward included"
-                               + (f"; mean over r1_interval={interval} batches" if len(counts) > 1 else "")}
+                               "tracker), R1's double backward included"}
     log(f"flops: {per_image / 1e9:.3f} GFLOP per image per iteration"
         + (f" (R1 batch {with_r1 / 1e9:.3f}, others {without_r1 / 1e9:.3f})" if len(counts) > 1 else ""))
 

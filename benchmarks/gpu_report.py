@@ -30,8 +30,8 @@ def _work(r: dict) -> list[str]:
         r1 = ""
         if f.get("per_image_r1_batch") is not None and f.get("per_image_plain_batch") is not None:
             r1 = (f"; R1 on every {f['r1_interval']}th batch: {f['per_image_r1_batch'] / 1e9:.2f} GFLOP on a batch "
-                  f"with R1 (its double backward), {f['per_image_plain_batch'] / 1e9:.2f} on the others, the mean "
-                  "over the interval above")
+                  f"with R1 (its double backward), {f['per_image_plain_batch'] / 1e9:.2f} on the others, the "
+                  "figure their mean over the interval")
         lines += [f"- Work: **{f['per_image'] / 1e9:.2f} GFLOP per image per training iteration** (1 D + 2 G steps, "
                   f"forward + backward, {f['image_size']} px, width {f['width']}, default preset{r1}; "
                   f"{f.get('method', 'torch.utils.flop_counter')})."]

@@ -1,5 +1,7 @@
-"""`benchmarks/gpu_smoke.sh [--cpu] [--out FILE] [--budget S] [--work DIR]`: pprl's CUDA paths run once, in order,
-in at most 10 minutes on one GPU; `--cpu` runs the same steps at tiny sizes on the CPU (under 5 minutes on 2 cores).
+"""`benchmarks/gpu_smoke.sh [--cpu] [--out FILE] [--budget S]`: pprl's CUDA paths once each, in 10 minutes on a GPU.
+
+The steps run in order, in at most 10 minutes on one GPU; `--cpu` runs them at tiny sizes on the CPU (under 5 minutes
+on 2 cores), which checks the script without a GPU.
 
 Steps (each in its own process, timed; a step that fails or runs out of time is recorded and the next one runs):
   train_table2        a short run (64 px on the GPU) through `python -m pprl.train`, Table 2 at the end:
@@ -434,8 +436,10 @@ def run_step(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = Path(os.environ["OUT"]) if os.environ.get("OUT") else REPO / "outputs" / "gpu_smoke"
-    parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU (what CI runs)")
-    parser.add_argument("--out", type=Path, default=default_out / "gpu_smoke.md")
+    parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU: checks the script without a GPU")
+    parser.add_argument("--out", type=Path, default=default_out / "gpu_smoke.md",
+                        help="the markdown report; the JSON goes beside it (default: $OUT/gpu_smoke.md, else "
+                             "outputs/gpu_smoke/gpu_smoke.md)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--budget", type=float, default=None, help="seconds in all (default 600; --cpu: 300)")
     parser.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
