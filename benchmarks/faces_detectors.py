@@ -1,6 +1,6 @@
 """Which face detector + landmark model to ship: recall and alignment accuracy on real faces.
 
-    python benchmarks/faces_detectors.py [--backends dlib5,dlib68,dlib5_rot,dlib_cnn,haar,mediapipe] [--out DIR]
+    python benchmarks/faces_detectors.py [--backends mtcnn,dlib5,dlib68,dlib5_rot,dlib_cnn,haar,mediapipe] [--out DIR]
 
 Real faces that ship inside packages: `skimage.data.astronaut()`, matplotlib's `grace_hopper.jpg`, OpenCV's
 `messi5.jpg` (Debian `opencv-doc`, used when present) and the 100 faces of `skimage.data.lfw_subset()` (25 px,
@@ -149,7 +149,14 @@ def _mediapipe():
     return run
 
 
-BACKENDS = {"dlib5": lambda: _dlib_backend(landmarks=5), "dlib68": lambda: _dlib_backend(landmarks=68),
+def _mtcnn():
+    from pprl.faces.detect import make_detector
+
+    det = make_detector("mtcnn", min_size=20)
+    return lambda rgb: [(f.score, f.landmarks) for f in det(rgb)]
+
+
+BACKENDS = {"mtcnn": _mtcnn, "dlib5": lambda: _dlib_backend(landmarks=5), "dlib68": lambda: _dlib_backend(landmarks=68),
             "dlib5_rot": lambda: _dlib_backend(landmarks=5, rotations=(0, -30, 30)),
             "dlib_cnn": _dlib_cnn, "haar": _haar, "mediapipe": _mediapipe}
 
@@ -193,7 +200,7 @@ def evaluate(run, cases, lfw_faces, negatives) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", default="dlib5,dlib68,dlib5_rot,dlib_cnn,haar,mediapipe")
+    ap.add_argument("--backends", default="mtcnn,dlib5,dlib68,dlib5_rot,dlib_cnn,haar,mediapipe")
     ap.add_argument("--cases", type=int, default=40, help="scenes per portrait")
     ap.add_argument("--out", default="benchmarks/out")
     args = ap.parse_args(argv)

@@ -151,7 +151,7 @@ class Candidate:
 class MTCNN:
     """`MTCNN(min_size=20)(rgb)` -> list of Candidate (see the module docstring)."""
 
-    def __init__(self, min_size: float = 20.0, factor: float = 0.709, thresholds=(0.6, 0.7), min_score: float = 0.05,
+    def __init__(self, min_size: float = 20.0, factor: float = 0.709, thresholds=(0.4, 0.5), min_score: float = 0.05,
                  threads: int | None = None):
         if float(min_size) < CELL:
             raise ValueError(f"min_size must be >= {CELL} px, got {min_size}")

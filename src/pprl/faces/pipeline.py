@@ -197,7 +197,7 @@ def _photo(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
     if maybe and p.s.on_miss == "refuse":
         return rows, f"{len(maybe)} region(s) may be faces that cannot be protected (detect.on_miss=refuse)", None
     for img, name in zip(p.protect(frame, index, tracked, maybe), names):
-        write_png(img, out / name)
+        write_png(img, out / name, compress_level=1)  # photos are large: fast compression
     note = (f"written with {len(maybe)} region(s) that may be faces left as they were (detect.on_miss=skip)"
             if maybe and p.s.on_miss == "skip" else None)
     return rows, None, note
