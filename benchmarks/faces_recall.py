@@ -166,7 +166,7 @@ def run(args) -> dict:
         photos = []
         for mpx in [float(v) for v in args.megapixels.split(",")]:
             for k in range(args.photos):
-                sizes = list(rng.permutation(SIZES)) + list(rng.permutation([16, 20, 24, 32, 48]))
+                sizes = [int(s) for s in [*rng.permutation(SIZES), *rng.permutation([16, 20, 24, 32, 48])]]
                 img, truth = make_photo(mpx, k, rng, faces, lfw, sizes)
                 t0 = time.perf_counter()
                 det = protector.detector.find(img)
