@@ -161,8 +161,7 @@ def step_auto_speed_r1(cpu: bool, work: Path, timeout: float) -> dict:
                 recompiles.append(record.getMessage().splitlines()[0][:200])
 
     torch._logging.set_logs(recompiles=True)
-    for name in ("torch._dynamo", "torch._dynamo.guards"):
-        logging.getLogger(name).addHandler(_Count())
+    logging.getLogger("torch._dynamo").addHandler(_Count())  # the guards' "Recompiling function ..." propagate here
     run_dir = work / "auto_speed_r1"
     # R1 on every 2nd batch (lambda.r1 of the default preset): batches with and without the double backward
     cfg = _compose([*data(cpu), *QUIET, "loss.r1_interval=2", f"trainer.max_steps={3 * (4 if cpu else 12)}",
