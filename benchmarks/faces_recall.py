@@ -149,6 +149,7 @@ def score(truth, det, before, after) -> dict:
 
 
 def run(args) -> dict:
+    from pprl.faces.cover import overlaps
     from pprl.faces.detect import make_detector
     from pprl.faces.pipeline import DetectSettings, FaceProtector
     from pprl.release import load_release
@@ -170,7 +171,7 @@ def run(args) -> dict:
                 img, truth = make_photo(mpx, k, rng, faces, lfw, sizes)
                 t0 = time.perf_counter()
                 det = protector.detector.find(img)
-                found, maybe = det.faces, [b for b in det.maybe]
+                found, maybe = det.faces, [b for b in det.maybe if not overlaps(b, det.faces)]
                 tracked = [(i, f, False) for i, f in enumerate(found)]
                 out = protector.protect(img, k, tracked, maybe)[0]
                 seconds = time.perf_counter() - t0

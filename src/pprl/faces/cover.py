@@ -9,9 +9,17 @@ import numpy as np
 
 
 def overlaps(box: np.ndarray, faces) -> bool:
-    """True when the centre of `box` lies inside the box of one of `faces` (the same face, already protected)."""
+    """True when `box` is one of `faces` found again: its centre lies inside a face's box, or it holds at least half
+    of a face's box (the same face at another scale). Such a box needs no cover: the face is protected."""
     c = box.reshape(2, 2).mean(0)
-    return any(f.box[0] <= c[0] <= f.box[2] and f.box[1] <= c[1] <= f.box[3] for f in faces)
+    for f in faces:
+        if f.box[0] <= c[0] <= f.box[2] and f.box[1] <= c[1] <= f.box[3]:
+            return True
+        w = min(box[2], f.box[2]) - max(box[0], f.box[0])
+        h = min(box[3], f.box[3]) - max(box[1], f.box[1])
+        if w > 0 and h > 0 and w * h >= 0.5 * (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]):
+            return True
+    return False
 
 
 def cover(frame: np.ndarray, boxes, kind: str = "pixelate", cells: int = 4, grow: float = 0.25) -> np.ndarray:
