@@ -230,6 +230,7 @@ def figure(results: dict, path: Path) -> None:
             ys = [100 * np.mean([f["found"] for f in faces if f["size"] == s and keep(f)] or [np.nan]) for s in sizes]
             ax.plot(sizes, ys, style, marker="o", label=f"{name}, {group}")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(SIZES)
     ax.set_xticklabels([str(s) for s in SIZES])
     ax.set_xlabel("face width (px)")
@@ -246,16 +247,20 @@ def figure(results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", required=True, help="a trained run (its model protects the faces)")
+    ap.add_argument("--run-dir", help="a trained run (its model protects the faces); not needed with --replot")
     ap.add_argument("--detectors", default="mtcnn,hog")
     ap.add_argument("--megapixels", default="1,12,24,50")
     ap.add_argument("--photos", type=int, default=2, help="photos per size")
     ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--replot", action="store_true", help="tables and figure again from <out>/faces_recall.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run(args)
-    (out / "faces_recall.json").write_text(json.dumps(results, indent=1))
+    if args.replot:
+        results = json.loads((out / "faces_recall.json").read_text())
+    else:
+        results = run(args)
+        (out / "faces_recall.json").write_text(json.dumps(results, indent=1))
     md = tables(results)
     (out / "faces_recall.md").write_text(md + "\n")
     figure(results, out / "faces_recall.png")
