@@ -43,8 +43,9 @@ def _portrait(width: int, height: int, face_px: float, at) -> np.ndarray:
 def test_small_face_in_a_large_photo_is_found_by_mtcnn_not_by_hog():
     photo = _portrait(2400, 1600, 26, (1500, 900))  # 3.8 Mpx, a 26 px face (eyes 11 px apart)
     found = make_detector("mtcnn", min_size=20).find(photo)
-    assert len(found.faces) == 1
-    (x0, y0, x1, y1), eyes = found.faces[0].box, found.faces[0].landmarks[:2]
+    near = [f for f in found.faces if np.abs(f.box.reshape(2, 2).mean(0) - [1500, 903]).max() < 15]
+    assert len(near) == 1  # (the astronaut's shoulder patch may count as a second small face: covered, not missed)
+    (x0, y0, x1, y1), eyes = near[0].box, near[0].landmarks[:2]
     assert x0 < 1500 < x1 and y0 < 900 < y1 and 15 < x1 - x0 < 45
     assert np.abs(eyes.mean(0) - [1500, 900]).max() < 6
     assert FaceDetector(min_size=20)(photo) == []  # HOG's single working copy is capped: the face is too small
@@ -110,12 +111,19 @@ def test_clip_keeps_a_lost_face_covered_and_a_clip_without_faces_is_not_written(
     with VideoWriter(tmp_path / "clip.mkv", 320, 240, Fraction(10), "ffv1") as w:
         for f in frames:
             w.write(f)
+    empty = np.asarray(Image.fromarray(skdata.coffee()).resize((320, 240)))
     with VideoWriter(tmp_path / "empty.mkv", 320, 240, Fraction(10), "ffv1") as w:
         for _ in range(3):
-            w.write(np.asarray(Image.fromarray(skdata.coffee()).resize((320, 240))))
+            w.write(empty)
+    with VideoWriter(tmp_path / "late.mkv", 320, 240, Fraction(10), "ffv1") as w:  # the face enters at frame 2
+        for f in [empty, empty, base, base]:
+            w.write(f)
     out = tmp_path / "out"
     s = anon.anonymize(tiny_run, tmp_path, out, faces="detect", progress=False, detect=FAST)
-    assert s.written == 1 and [r for _, _, r in s.skipped][0].startswith("no face found in any")
+    assert s.written == 2 and [r for _, _, r in s.skipped][0].startswith("no face found in any")
+    notes = _rows(out / "errors.csv")
+    assert [(r["index"], r["reason"][:48]) for r in notes if r["index"] == "2"] == [
+        ("2", "written; 2 of 4 frames had no face found or cove")]  # frames where nothing was found are listed
     rows = _rows(out / "faces.csv")
     status = [r["status"] for r in rows if r["index"] == "0"]
     assert status[0] == "face" and "covered" in status[2:5], status
@@ -129,3 +137,21 @@ def test_cartoon_run_warns_once_on_real_photos(tiny_run, tmp_path):
     Image.fromarray(_portrait(320, 240, 90, (150, 110))).save(tmp_path / "a.png")
     with pytest.warns(UserWarning, match="cartoon faces"):
         anon.anonymize(tiny_run, tmp_path / "a.png", tmp_path / "out", faces="detect", progress=False, detect=FAST)
+
+
+def test_recall_benchmark_scores_found_clear_and_background():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import faces_recall as fr
+
+    rng = np.random.default_rng(0)
+    photo, truth = fr.make_photo(0.5, 0, rng, fr.portraits(), fr.lfw_faces(), [24, 64])
+    assert [t["size"] for t in truth] == [24, 64]
+    found = make_detector("mtcnn").find(photo)
+    after = photo.copy()
+    x0, y0, x1, y1 = (int(v) for v in truth[1]["box"])
+    after[y0:y1, x0:x1] = 0  # the 64 px face covered, the 24 px one left as it was
+    s = fr.score(truth, found, photo, after)
+    assert [f["found"] for f in s["faces"]] == [True, True]
+    assert [f["clear"] for f in s["faces"]] == [True, False] and s["background_changed"] == 0.0
