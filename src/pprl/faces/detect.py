@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from . import EXTRA_HINT, MissingExtra, require
-from .align import apply, invert
+from .align import apply, estimate_similarity, invert, warp_crop
 
 HOG_WINDOW = 80  # px: the smallest face dlib's frontal HOG detector finds at scale 1
 MODEL_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat",
@@ -201,6 +201,8 @@ def merge(faces: list[Face]) -> list[Face]:
 
 # ----------------------------------------------------------------------------- MTCNN
 NOSE_BASE = 0.4  # the nose base lies this far from MTCNN's nose tip towards its mouth centre
+SURE_REFINE, SURE_OUTPUT = 0.7, 0.95  # a face: R-Net >= the paper's 0.7, or O-Net >= 0.95 (tiny faces, where R-Net
+                                      # is unreliable); anything else MTCNN scores is at most a maybe-face
 
 
 def mtcnn_landmarks(points: np.ndarray) -> np.ndarray:
@@ -208,6 +210,29 @@ def mtcnn_landmarks(points: np.ndarray) -> np.ndarray:
     p = np.asarray(points, np.float64)
     mouth = p[3:5].mean(0)
     return np.stack([p[0], p[1], p[2] + NOSE_BASE * (mouth - p[2])])
+
+
+HOG_BOX = (2.42, 0.46)  # dlib's HOG box around a face: side and centre below the eye midpoint, in eye distances
+
+
+def refine_landmarks(predictor, rgb: np.ndarray, points: np.ndarray):
+    """dlib's 5-point landmarks (the template's own model) for a face MTCNN found, or None when they disagree with
+    MTCNN's eyes by more than a quarter of an eye distance. The face is first warped upright at a fixed size (eyes
+    level, 40 px apart), where a box placed like dlib's HOG box starts the shape predictor."""
+    p = np.asarray(points, np.float64)
+    ed = float(np.linalg.norm(p[1] - p[0]))
+    if ed < 2:
+        return None
+    import dlib
+
+    eyes, size = 40.0, 160
+    m = estimate_similarity(p[:2], np.array([[size / 2 - eyes / 2, 0.4 * size], [size / 2 + eyes / 2, 0.4 * size]]))
+    crop = warp_crop(rgb, m, size)
+    cx, cy, half = size / 2, 0.4 * size + HOG_BOX[1] * eyes, HOG_BOX[0] * eyes / 2
+    rect = dlib.rectangle(*(int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half)))
+    pts = np.array([[q.x, q.y] for q in predictor(crop, rect).parts()], np.float64)
+    lm = template_landmarks(apply(invert(m), pts))
+    return lm if np.linalg.norm(lm[:2] - p[:2], axis=1).max() <= 0.25 * ed else None
 
 
 def plausible(landmarks: np.ndarray, box: np.ndarray) -> bool:
@@ -238,6 +263,8 @@ class MTCNNDetector:
         self.min_size, self.min_score, self.maybe_score = float(min_size), float(min_score), float(maybe_score)
         self.rotations = [float(a) for a in rotations] or [0.0]
         self.net = MTCNN(max(float(min_size), 12.0), factor, min_score=self.maybe_score)
+        dlib = require("dlib")
+        self.predictor = dlib.shape_predictor(str(model_path(5)))  # landmarks the template was made with
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         return self.find(rgb).faces
@@ -256,10 +283,14 @@ class MTCNNDetector:
             for c in self.net(work):
                 pts, corners = c.points, np.array([[c.box[0], c.box[1]], [c.box[2], c.box[1]],
                                                    [c.box[0], c.box[3]], [c.box[2], c.box[3]]])
+                # a face R-Net was unsure of (under the paper's 0.7) needs O-Net to be sure; else a maybe-face
+                sure = c.refine_score >= SURE_REFINE or c.score >= SURE_OUTPUT
+                score = c.score if sure else min(c.score, self.maybe_score)
+                lm = refine_landmarks(self.predictor, work, pts) if score >= self.min_score else None
+                lm = mtcnn_landmarks(pts) if lm is None else lm
                 if back is not None:
-                    pts, corners = apply(back, pts), apply(back, corners)
-                found.append(Face(np.concatenate([corners.min(0), corners.max(0)]), c.score,
-                                  mtcnn_landmarks(pts), pts, angle))
+                    pts, corners, lm = apply(back, pts), apply(back, corners), apply(back, lm)
+                found.append(Face(np.concatenate([corners.min(0), corners.max(0)]), score, lm, pts, angle))
         return merge(found)
 
     def find(self, rgb: np.ndarray) -> Detections:

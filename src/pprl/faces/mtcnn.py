@@ -10,8 +10,9 @@ photo are found at full resolution, with work proportional to the photo's pixels
 so memory stays bounded on a 50 Mpx photo). R-Net and O-Net re-score and refine the candidates on crops of the
 full-resolution photo (antialiased by Pillow when reduced).
 
-`MTCNN(rgb)` returns `Candidate`s: every box O-Net scored, with its score; the caller decides what a face is
-(score >= the face threshold) and what is only "maybe a face" (a lower score), see `pprl.faces.detect`.
+`MTCNN(rgb)` returns `Candidate`s: every box O-Net scored, with its score and R-Net's; the caller decides what a
+face is and what is only "maybe a face", see `pprl.faces.detect`. The stage thresholds (0.4, 0.5) are lower than
+the paper's (0.6, 0.7) so that faces the cascade is unsure of (partly covered, blurred) still reach O-Net.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class Candidate:
     box: np.ndarray
     score: float
     points: np.ndarray
+    refine_score: float = 1.0  # R-Net's face probability for the box
 
 
 class MTCNN:
@@ -258,7 +260,7 @@ class MTCNN:
                 return []
             boxes = _regress(boxes, reg)
             keep = nms(boxes, prob, 0.7)
-            boxes = _square(boxes[keep])
+            boxes, refine = _square(boxes[keep]), prob[keep]
             reg, pts, prob = self._batched(self.onet, self._crops(rgb, boxes, 48))
         finally:
             torch.set_num_threads(threads)
@@ -266,6 +268,6 @@ class MTCNN:
         points = np.stack([pts[:, :5] * size[:, :1] + boxes[:, :1] - 1, pts[:, 5:] * size[:, 1:] + boxes[:, 1:2] - 1], 2)
         boxes = _regress(boxes, reg)
         keep = prob >= self.min_score
-        boxes, prob, points = boxes[keep], prob[keep], points[keep]
+        boxes, prob, points, refine = boxes[keep], prob[keep], points[keep], refine[keep]
         keep = nms(boxes, prob, 0.7, "min")
-        return [Candidate(boxes[i], float(prob[i]), points[i]) for i in keep]
+        return [Candidate(boxes[i], float(prob[i]), points[i], float(refine[i])) for i in keep]
