@@ -181,7 +181,7 @@ class FaceProtector:
         out = [[index, src, frame, "followed" if held else "face", t,
                 "all" if self.tgt == "all" else names[self.codes(index, t)[0]], round(f.score, 4), *box(f.box)]
                for t, f, held in tracked]
-        out += [[index, src, frame, "covered", t, "", "", *box(b)] for t, b in lost]
+        out += [[index, src, frame, miss, t, "", "", *box(b)] for t, b in lost]
         out += [[index, src, frame, miss, "", "", "", *box(b)] for b in covers]
         return out or [[index, src, frame, "no face", "", "", "", "", "", "", ""]]
 
@@ -228,10 +228,10 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
                     f = g
                 tracked.append((t, f, held))
             maybe = [b for b in maybe if not overlaps(b, [f for _, f, _ in tracked])]
-            if maybe and p.s.on_miss == "refuse":
-                raise _Refused(f"frame {i}: {len(maybe)} region(s) may be faces that cannot be protected "
+            if (maybe or lost) and p.s.on_miss == "refuse":
+                raise _Refused(f"frame {i}: {len(maybe) + len(lost)} region(s) may be faces that cannot be protected "
                                "(detect.on_miss=refuse)")
-            left += len(maybe) if p.s.on_miss == "skip" else 0
+            left += len(maybe) + len(lost) if p.s.on_miss == "skip" else 0
             covers = [b for _, b in lost] + maybe
             for w, img in zip(writers, p.protect(frame, index, tracked, covers)):
                 w.write(img)
@@ -247,7 +247,8 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
             raise BadImage(f"decoded {last + 1} frames but wrote {writers[0].frames}")
     notes = []
     if empty:
-        notes.append(f"written; {len(empty)} of {last + 1} frames had no face found or covered (first: frame {empty[0]})")
+        notes.append(f"written; {len(empty)} of {last + 1} frames had no face found or covered (first: frame "
+                     f"{empty[0]})")
     if left:
         notes.append(f"written with {left} region(s) that may be faces left as they were (detect.on_miss=skip)")
     return rows, None, "; ".join(notes) or None
