@@ -165,7 +165,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     cb = LastCheckpoint(tmp_path)
     (tmp_path / "last.ckpt").write_bytes(b"previous good checkpoint")
 
-    def dying_save(path):
+    def dying_save(path, weights_only=False):
         Path(path).write_bytes(b"half a checkp")
         raise OSError("disk full")
 
@@ -177,7 +177,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
 
     with torch.no_grad():
         trainer.lightning_module.weight[0, 0] = float("nan")
-    trainer.save_checkpoint = lambda path: pytest.fail("a NaN model must not be saved")
+    trainer.save_checkpoint = lambda path, **kw: pytest.fail("a NaN model must not be saved")
     with pytest.raises(FloatingPointError, match="non-finite parameters.*weight"):
         cb.save(trainer, "test")
 
