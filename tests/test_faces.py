@@ -204,18 +204,23 @@ def test_tracker_keeps_ids_and_moves_lost_boxes_until_they_leave_the_frame():
     tr = Tracker(640, 240, grow=0.1, max_grow=1.5)
     assert [(t, held) for t, _, held in tr.update(0, [face(100), face(300)])] == [(0, False), (1, False)]
     assert [(t, held) for t, _, held in tr.update(1, [face(305), face(110)])] == [(0, False), (1, False)]
-    assert [(t, held) for t, _, held in tr.update(2, [face(120)])] == [(0, False), (1, True)]
+    assert [(t, held) for t, _, held in tr.update(2, [face(310), face(120)])] == [(0, False), (1, False)]
+    assert [(t, held) for t, _, held in tr.update(3, [face(130)])] == [(0, False), (1, True)]
     box = tr.lost(1)  # not found: the box moves on along the track's motion (+5 px / frame) and grows
-    assert box[0] + box[2] > 2 * 305 and box[2] - box[0] > 40
-    for k in range(3, 12):
-        tr.update(k, [face(120 + 10 * (k - 2))])
+    assert box[0] + box[2] > 2 * 310 and box[2] - box[0] > 40
+    for k in range(4, 14):
+        tr.update(k, [face(130 + 10 * (k - 3))])
         box = tr.lost(1)
-    assert box[2] - box[0] <= 1.5 * 40 + 1e-9  # growth is capped
-    assert [(t, held) for t, _, held in tr.update(12, [face(220), face((box[0] + box[2]) / 2 + 3)])] == [(0, False), (1, False)]
+    assert box[2] - box[0] <= 1.5 * 40 + 1e-9  # growth is capped; a confirmed track is held as long as it is in view
+    assert [(t, held) for t, _, held in tr.update(14, [face(240), face((box[0] + box[2]) / 2 + 3)])] == [
+        (0, False), (1, False)]
+    once = Tracker(640, 240, hold=2)  # found in one frame only (maybe a false detection): held for `hold` frames
+    once.update(0, [face(100)])
+    assert [len(once.update(k, [])) for k in (1, 2, 3)] == [1, 1, 0]
     gone = Tracker(100, 100)
-    gone.update(0, [face(80)])
-    gone.update(1, [face(95)])
-    left, k = [], 2
+    for k, x in enumerate((65, 80, 95)):
+        gone.update(k, [face(x)])
+    left, k = [], 3
     while gone.update(k, []) and k < 20:  # held while its box is in the frame, moving right
         left.append(gone.lost(0)[0])
         k += 1
