@@ -2,8 +2,8 @@
 faces drawn by a third-party renderer, as a `dataset=folder` tree (`ROOT/<identity>/<expression>/<index>.png`).
 
 The faces are avataaars (Pablo Stanley's avatar library, free for personal and commercial use) assembled by the
-PyPI package `python_avatars` (MIT licence) and rasterised offline by `resvg-py` (MPL-2.0, a self-contained wheel
-of the Rust SVG renderer resvg): nothing is downloaded at run time and nothing generated is kept in the repository.
+PyPI package `python_avatars` (MIT licence) and rasterised offline by `resvg-py` (MIT, a self-contained wheel
+of the Rust SVG renderer resvg, Apache-2.0 / MIT): nothing is downloaded at run time and nothing generated is kept in the repository.
 Install both with the `styles` extra (`pip install -e '.[styles]'`).
 
 A character is a fixed combination of hair or hat, hair colour, skin colour, facial hair, glasses and clothing
