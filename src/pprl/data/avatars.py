@@ -2,9 +2,9 @@
 faces drawn by a third-party renderer, as a `dataset=folder` tree (`ROOT/<identity>/<expression>/<index>.png`).
 
 The faces are avataaars (Pablo Stanley's avatar library, free for personal and commercial use) assembled by the
-PyPI package `python_avatars` (MIT licence) and rasterised offline by `resvg-py` (MIT, a self-contained wheel
-of the Rust SVG renderer resvg, Apache-2.0 / MIT): nothing is downloaded at run time and nothing generated is kept in the repository.
-Install both with the `styles` extra (`pip install -e '.[styles]'`).
+PyPI package `python_avatars` (MIT licence) and rasterised offline by `resvg-py` (MIT, a self-contained wheel of
+the Rust SVG renderer resvg, Apache-2.0 / MIT): nothing is downloaded at run time and nothing generated is kept in
+the repository. Install both with the `styles` extra (`pip install -e '.[styles]'`).
 
 A character is a fixed combination of hair or hat, hair colour, skin colour, facial hair, glasses and clothing
 (`CHARACTERS`); an expression (the built-in set's seven names) is a combination of the library's eyebrow, eye and
@@ -81,14 +81,14 @@ def render_parts(character: int, eyebrows: str, eyes: str, mouth: str, size: int
     pa, resvg = _modules()
     name, spec = CHARACTERS[character]
     top = getattr(pa.HatType, spec["top"], None) or getattr(pa.HairType, spec["top"])
+    parts = {"hair_color": pa.HairColor, "skin_color": pa.SkinColor, "facial_hair": pa.FacialHairType,
+             "accessory": pa.AccessoryType, "clothing": pa.ClothingType, "clothing_color": pa.ClothingColor}
     avatar = pa.Avatar(
-        style=pa.AvatarStyle.TRANSPARENT, top=top, hair_color=getattr(pa.HairColor, spec["hair_color"]),
-        hat_color=getattr(pa.ClothingColor, spec.get("hat_color", "HEATHER")),
-        skin_color=getattr(pa.SkinColor, spec["skin_color"]), facial_hair=getattr(pa.FacialHairType, spec["facial_hair"]),
-        facial_hair_color=getattr(pa.HairColor, spec["hair_color"]), accessory=getattr(pa.AccessoryType, spec["accessory"]),
-        clothing=getattr(pa.ClothingType, spec["clothing"]), clothing_color=getattr(pa.ClothingColor, spec["clothing_color"]),
-        eyebrows=getattr(pa.EyebrowType, eyebrows), eyes=getattr(pa.EyeType, eyes), mouth=getattr(pa.MouthType, mouth),
-        nose=pa.NoseType.DEFAULT)
+        style=pa.AvatarStyle.TRANSPARENT, top=top, nose=pa.NoseType.DEFAULT,
+        hat_color=pa.ClothingColor[spec.get("hat_color", "HEATHER")],
+        facial_hair_color=pa.HairColor[spec["hair_color"]],
+        eyebrows=pa.EyebrowType[eyebrows], eyes=pa.EyeType[eyes], mouth=pa.MouthType[mouth],
+        **{key: enum[spec[key]] for key, enum in parts.items()})
     scale = size / (CROP[2] - CROP[0])
     w, h = round(264 * scale), round(280 * scale)
     png = resvg.svg_to_bytes(svg_string=avatar.render(), width=w, height=h)
