@@ -16,7 +16,8 @@ from pprl.runtime.config import compose_config
 
 DATA = ["dataset.image_size=16", "dataset.num_identities=3", "dataset.images_per_group=24"]
 FAST = ["attack=strong", "attack.unconstrained.width=8", "attack.unconstrained.epochs=3",
-        "attack.unconstrained.lr=3e-3", "attack.whitebox_inversion.steps=60",
+        "attack.unconstrained.lr=3e-3", "attack.whitebox_inversion.steps=60", "attack.whitebox_inversion.init=zero",
+        "attack.whitebox_inversion.train_per_group=null", "attack.whitebox_inversion.test_per_group=null",
         "attack.whitebox_inversion.hidden=[64,64]", "attack.whitebox_inversion.epochs=30",
         "attack.whitebox_inversion.patience=5", "attack.whitebox_reversal.epochs=1",
         "attack.whitebox_reversal.width=4", "attack.whitebox_reversal.versions=1"]
@@ -82,3 +83,15 @@ def test_whitebox_rows_name_everyone_when_the_protected_image_is_the_original(tm
     inv = rows["whitebox_inversion"]
     assert inv.extras["pixel_mse_test"] < 1e-3  # the decoder's input is the image: the inversion finds it
     assert inv.identification.accuracy >= 0.8 and inv.n == len(splits.test)
+
+
+def test_stratified_subset_takes_at_most_k_of_every_group():
+    import numpy as np
+
+    from pprl.attacks.whitebox import stratified_subset
+
+    identity, expression = np.repeat(np.arange(3), 14), np.tile(np.arange(7), 6)  # 2 images per group
+    rows = stratified_subset(identity, expression, 1, seed=0)
+    assert len(rows) == 21 and len(set(zip(identity[rows], expression[rows]))) == 21
+    assert np.array_equal(stratified_subset(identity, expression, None, 0), np.arange(42))
+    assert np.array_equal(rows, stratified_subset(identity, expression, 1, seed=0))

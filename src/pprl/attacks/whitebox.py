@@ -29,12 +29,15 @@ from tqdm.auto import tqdm
 
 from pprl.runtime.pixels import images_to_tensor, to_uint8
 
-from .classifiers import FitSettings, validation_split
+from .classifiers import FitSettings, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
-from .paper import fit_features, fit_problems
+from .paper import fit_problems
 from .protect import as_release, model_device
 from .registry import scenario
-from .results import ScenarioResult
+from .results import ScenarioResult, TaskResult
+
+
+INIT = ("zero", "encoder")  # where the decoder inversion starts: f = 0, or the encoder's mean of the protected image
 
 
 # ---------------------------------------------------------------------- shared: one protected version per face
@@ -65,14 +68,25 @@ def protect_with_codes(release, images: np.ndarray, codes: np.ndarray, batch_siz
     return out
 
 
+def stratified_subset(identity: np.ndarray, expression: np.ndarray, per_group: int | None, seed: int) -> np.ndarray:
+    """Sorted rows: at most `per_group` random images of every (identity, expression) group (None: all)."""
+    if per_group is None:
+        return np.arange(len(identity))
+    rng = np.random.default_rng(int(seed))
+    groups = np.asarray(identity, np.int64) * (int(np.max(expression, initial=0)) + 1) + np.asarray(expression)
+    rows = [rng.permutation(np.flatnonzero(groups == g))[:int(per_group)] for g in np.unique(groups)]
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+
+
 # ---------------------------------------------------------------------- decoder inversion
 def invert_decoder(decode, targets: torch.Tensor, codes: torch.Tensor, latent_dim: int, steps: int,
-                   lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """f* = argmin_f ‖decode(f, c) − G‖² by Adam from f = 0, every row on its own (the loss is the sum of the
-    per-image mean squared errors, so a row's steps do not depend on the others in its batch).
+                   lr: float, start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """f* = argmin_f ‖decode(f, c) − G‖² by Adam from `start` (None: f = 0), every row on its own (the loss is the
+    sum of the per-image mean squared errors, so a row's steps do not depend on the others in its batch).
 
     Returns (f* (B, d), the final per-image pixel MSE (B,)). `decode` must not depend on the batch (eval mode)."""
-    f = torch.zeros(targets.shape[0], latent_dim, device=targets.device, requires_grad=True)
+    f = (torch.zeros(targets.shape[0], latent_dim, device=targets.device) if start is None
+         else start.detach().clone()).requires_grad_(True)
     opt = torch.optim.Adam([f], lr=lr)
     with torch.enable_grad():
         for _ in range(int(steps)):
@@ -86,9 +100,10 @@ def invert_decoder(decode, targets: torch.Tensor, codes: torch.Tensor, latent_di
 
 
 def invert_set(release, protected: np.ndarray, codes: np.ndarray, originals: np.ndarray, steps: int, lr: float,
-               batch_size: int, desc: str) -> tuple[np.ndarray, dict[str, float]]:
+               batch_size: int, desc: str, init: str = "zero") -> tuple[np.ndarray, dict[str, float]]:
     """The inverted codes f* (N, d) of uint8 protected images with their target codes, and how well they fit: the
-    mean pixel MSE and the mean ‖f* − mu(I)‖ / ‖mu(I)‖ (mu of the original face, what the decoder was given)."""
+    mean pixel MSE and the mean ‖f* − mu(I)‖ / ‖mu(I)‖ (mu of the original face, what the decoder was given).
+    `init`: where the search starts, f = 0 (`zero`) or the encoder's mean of the protected image (`encoder`)."""
     release = as_release(release)
     model = release.model
     device = model_device(model)
@@ -106,7 +121,8 @@ def invert_set(release, protected: np.ndarray, codes: np.ndarray, originals: np.
                 c = torch.as_tensor(codes[start:start + batch_size], device=device)
                 with torch.no_grad():
                     mu = model.encode(images_to_tensor(originals[start:start + batch_size]).to(device))[0]
-                f, err = invert_decoder(release.decode, g, c, mu.shape[1], steps, lr)
+                    start = model.encode(g)[0] if init == "encoder" else None
+                f, err = invert_decoder(release.decode, g, c, mu.shape[1], steps, lr, start)
                 out.append(f.cpu())
                 mse.append(err.cpu())
                 dist.append(((f - mu).norm(dim=1) / mu.norm(dim=1).clamp_min(1e-8)).cpu())
@@ -120,10 +136,15 @@ def invert_set(release, protected: np.ndarray, codes: np.ndarray, originals: np.
 
 def _inversion_problems(block: Mapping[str, Any], where: str) -> list[str]:
     problems = fit_problems(block, where)
-    for key in ("steps", "invert_batch_size"):
+    for key in ("steps", "invert_batch_size", "train_per_group", "test_per_group"):
         value = block.get(key)
+        if value is None and key.endswith("per_group"):
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"{where}.{key}={value!r}: must be an integer >= 1")
+            problems.append(f"{where}.{key}={value!r}: must be an integer >= 1" +
+                            (" or null (every image)" if key.endswith("per_group") else ""))
+    if block.get("init") not in INIT:
+        problems.append(f"{where}.init={block.get('init')!r}: allowed values are {', '.join(INIT)}")
     if not (isinstance(block.get("invert_lr"), (int, float)) and block.get("invert_lr") > 0):
         problems.append(f"{where}.invert_lr={block.get('invert_lr')!r}: must be > 0")
     return problems
@@ -143,30 +164,48 @@ def whitebox_inversion(ctx: AttackContext) -> list[ScenarioResult]:
     """Invert the published decoder on one protected version of every face, then an MLP on the codes."""
     block = ctx.settings("whitebox_inversion")
     fit = FitSettings.from_config(block, "attack.whitebox_inversion")
-    tr, te = ctx.splits.train, ctx.splits.test
     n_codes = ctx.release.num_identities
-    steps, lr, bs = int(block.steps), float(block.invert_lr), int(block.invert_batch_size)
-    feats, info = {}, {}
-    for split, faces in (("train", tr), ("test", te)):
-        codes = target_codes(len(faces), n_codes, derived_seed(ctx.seed, "whitebox_inversion", split, "codes"))
-        protected = protect_with_codes(ctx.release, faces.images, codes, ctx.batch_size,
+    steps, lr, bs, init = int(block.steps), float(block.invert_lr), int(block.invert_batch_size), str(block.init)
+    feats, labels, info = {}, {}, {}
+    for split, faces in (("train", ctx.splits.train), ("test", ctx.splits.test)):
+        rows = stratified_subset(faces.identity, faces.expression, block.get(f"{split}_per_group"),
+                                 derived_seed(ctx.seed, "whitebox_inversion", split, "subset"))
+        images = faces.images[rows]
+        labels[split] = (faces.identity[rows], faces.expression[rows])
+        codes = target_codes(len(rows), n_codes, derived_seed(ctx.seed, "whitebox_inversion", split, "codes"))
+        protected = protect_with_codes(ctx.release, images, codes, ctx.batch_size,
                                        derived_seed(ctx.seed, "whitebox_inversion", split, "protect"),
                                        desc=f"protect {split}")
-        feats[split], fit_info = invert_set(ctx.release, protected, codes, faces.images, steps, lr, bs,
-                                            desc=f"invert {split}")
-        info.update({f"{k}_{split}": v for k, v in fit_info.items()})
-    strata = tr.identity * len(ctx.names["expression"]) + tr.expression
-    rows = validation_split(np.arange(len(tr)), strata, fit.val_fraction,
+        feats[split], fit_info = invert_set(ctx.release, protected, codes, images, steps, lr, bs,
+                                            desc=f"invert {split}", init=init)
+        info.update({f"{k}_{split}": v for k, v in fit_info.items()}, **{f"faces_{split}": int(len(rows))})
+    (tr_id, tr_ex), (te_id, te_ex) = labels["train"], labels["test"]
+    strata = tr_id * len(ctx.names["expression"]) + tr_ex
+    rows = validation_split(np.arange(len(tr_id)), strata, fit.val_fraction,
                             derived_seed(ctx.seed, "whitebox_inversion", "val"))
-    row = fit_features(ctx, block, fit, "whitebox_inversion", feats["train"], feats["test"], rows)
-    row.extras.update({"steps": steps, "invert_lr": lr, **info})
+    f_train, f_test = feats["train"], feats["test"]
+    train_rows, val_rows = rows
+    mean = f_train[train_rows].mean(0) if bool(block.standardize) else None
+    std = f_train[train_rows].std(0) + 1e-6 if bool(block.standardize) else None
+    tasks = {}
+    for task, train_labels, test_labels in (("identification", tr_id, te_id), ("expression", tr_ex, te_ex)):
+        torch.manual_seed(derived_seed(ctx.seed, "whitebox_inversion", task, "init"))
+        net = MLPClassifier(f_train.shape[1], len(ctx.names[task]), [int(h) for h in block.hidden], mean, std)
+        report = fit_classifier(net, f_train, train_labels, train_rows, val_rows, fit,
+                                seed=derived_seed(ctx.seed, "whitebox_inversion", task, "fit"), device=ctx.device,
+                                desc=f"whitebox_inversion {task}")
+        tasks[task] = TaskResult(np.asarray(test_labels, np.int64), ctx.names[task],
+                                 predict(net, f_test, device=ctx.device), report.as_dict())
+    row = ScenarioResult("whitebox_inversion", tasks["identification"], tasks["expression"])
+    row.extras.update({"steps": steps, "invert_lr": lr, "init": init, **info})
     return [row]
 
 
 # ---------------------------------------------------------------------- reversal network
 class ReversalNet(nn.Module):
-    """Protected image -> original: a small U-Net (3x3 conv-BN-ReLU pairs at full, 1/2 and 1/4 resolution, skip
-    connections, tanh output), width w, 2w, 4w."""
+    """Protected image -> original: a small U-Net (3x3 conv-BN-ReLU: one at full resolution on each side, pairs at
+    1/2 and 1/4 resolution, skip connections), width w, 2w, 4w, predicting a residual on its input (zero at the
+    start: the identity map), clamped to [-1, 1]."""
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -175,9 +214,12 @@ class ReversalNet(nn.Module):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
                                  nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
 
+        def single(i: int, o: int) -> nn.Sequential:  # full resolution: one conv (the costly scale on a CPU)
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
         w = int(width)
-        self.down1, self.down2, self.mid = block(3, w), block(w, 2 * w), block(2 * w, 4 * w)
-        self.up2, self.up1 = block(6 * w, 2 * w), block(3 * w, w)
+        self.down1, self.down2, self.mid = single(3, w), block(w, 2 * w), block(2 * w, 4 * w)
+        self.up2, self.up1 = block(6 * w, 2 * w), single(3 * w, w)
         self.out = nn.Conv2d(w, 3, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity map: protected images already look like faces
         nn.init.zeros_(self.out.bias)
