@@ -152,9 +152,11 @@ def _inversion_problems(block: Mapping[str, Any], where: str) -> list[str]:
 
 def _inversion_note(table: dict[str, Any]) -> list[str]:
     row = table["whitebox_inversion"]
-    return [f"- White-box decoder inversion: Adam on ‖Dec(f ⊕ c) − G(I, c)‖² from f = 0 ({row.get('steps')} steps, "
-            f"one protected version per face, target c known), then attack III's MLP on the inverted codes; pixel MSE "
-            f"of the fit {row.get('pixel_mse_test')}, ‖f* − μ‖/‖μ‖ {row.get('relative_distance_to_mu_test')}."]
+    start = {"encoder": "the encoder's mean of G", "zero": "f = 0"}.get(row.get("init"), row.get("init"))
+    return [f"- White-box decoder inversion: Adam on ‖Dec(f ⊕ c) − G(I, c)‖² from {start} ({row.get('steps')} steps, "
+            f"one protected version of {row.get('faces_train')} training / {row.get('faces_test')} test faces, target "
+            f"c known), then attack III's MLP on the inverted codes; test pixel MSE of the fit "
+            f"{row.get('pixel_mse_test')}, ‖f* − μ‖/‖μ‖ {row.get('relative_distance_to_mu_test')}."]
 
 
 @scenario("whitebox_inversion", title="White-box decoder inversion (MLP on the inverted codes)",
