@@ -67,6 +67,8 @@ def test_whitebox_rows_are_in_the_strong_suite_and_checked():
     problems = config_problems(bad)
     assert any("whitebox_inversion.steps=0" in p for p in problems)
     assert any("whitebox_reversal.versions=0" in p for p in problems)
+    alone = compose_config("evaluate", ["run_dir=unused", "attack=whitebox_reversal"]).attack  # + its recognizer
+    assert list(alone.scenarios) == ["whitebox_reversal"] and config_problems(alone) == []
 
 
 def test_whitebox_rows_name_everyone_when_the_protected_image_is_the_original(tmp_path):
