@@ -14,6 +14,7 @@ from . import repetition  # noqa: F401  isort: skip
 from . import linkability  # noqa: F401  isort: skip
 from . import video  # noqa: F401  isort: skip
 from . import face_recognizer  # noqa: F401  isort: skip  (real faces; needs the `faces` extra to run)
+from . import whitebox  # noqa: F401  isort: skip
 from .classifiers import FitSettings, ImageClassifier, MLPClassifier, fit_classifier, predict, validation_split
 from .context import AttackContext, derived_seed
 from .protect import F_VARIANTS, ProtectedSet, latent_features, protect
