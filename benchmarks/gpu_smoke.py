@@ -64,7 +64,10 @@ STRONG_OWN = ["attack.attack_II_strong.width=8", "attack.attack_II_strong.epochs
 STRONG = ["attack.attack_II.width=8", "attack.attack_II.epochs=1", "attack.attack_II.epoch_fraction=0.25",
           *STRONG_OWN, "attack.linkability.pairs=2000", "attack.unconstrained.epochs=1", "attack.attack_III.epochs=3",
           "attack.image_quality.judges.epochs=1", "attack.image_quality.judges.kid_subsets=5",
-          "attack.video.clips_per_group=1", "attack.attack_face_recognizer.detect_sample=8"]
+          "attack.video.clips_per_group=1", "attack.attack_face_recognizer.detect_sample=8",
+          "attack.whitebox_inversion.steps=5", "attack.whitebox_inversion.train_per_group=4",
+          "attack.whitebox_inversion.hidden=[64]", "attack.whitebox_inversion.epochs=3",
+          "attack.whitebox_reversal.epochs=1", "attack.whitebox_reversal.versions=1", "attack.whitebox_reversal.width=8"]
 
 
 def log(msg: str) -> None:
