@@ -3,9 +3,7 @@ on a "protection" that hands out the original image both rows name (almost) ever
 
 from __future__ import annotations
 
-import pytest
 import torch
-from torch import nn
 
 from conftest import compose_train, tiny_model
 from pprl.attacks import AttackContext, run_scenarios
@@ -13,6 +11,7 @@ from pprl.attacks.registry import config_problems, suite_names
 from pprl.attacks.whitebox import invert_decoder
 from pprl.datasets import load_faces
 from pprl.runtime.config import compose_config
+from test_strong_attacks import _FlattenEncoder, _InputDecoder  # G(I, c) = I: exactly invertible
 
 DATA = ["dataset.image_size=16", "dataset.num_identities=3", "dataset.images_per_group=24"]
 FAST = ["attack=strong", "attack.unconstrained.width=8", "attack.unconstrained.epochs=3",
@@ -22,23 +21,6 @@ FAST = ["attack=strong", "attack.unconstrained.width=8", "attack.unconstrained.e
         "attack.whitebox_inversion.patience=5", "attack.whitebox_reversal.epochs=1",
         "attack.whitebox_reversal.width=4", "attack.whitebox_reversal.versions=1"]
 ROWS = ["whitebox_inversion", "whitebox_reversal"]
-
-
-class _FlattenEncoder(nn.Module):
-    def forward(self, x):
-        f = x.flatten(1)
-        return f, torch.full_like(f, -30.0)
-
-
-class _InputDecoder(nn.Module):
-    """G(I, c) = I: protection that protects nothing (and a decoder that is exactly invertible)."""
-
-    def __init__(self, size):
-        super().__init__()
-        self.size = size
-
-    def forward(self, f, identity):
-        return f[:, :3 * self.size ** 2].reshape(-1, 3, self.size, self.size)
 
 
 def test_inversion_recovers_the_code_of_an_invertible_decoder():
