@@ -149,8 +149,7 @@ def score(truth, det, before, after) -> dict:
 
 
 def run(args) -> dict:
-    from pprl.faces.cover import overlaps
-    from pprl.faces.detect import make_detector
+    from pprl.faces.detect import Detections, make_detector
     from pprl.faces.pipeline import DetectSettings, FaceProtector
     from pprl.release import load_release
     from pprl.runtime.rundir import find_checkpoint
@@ -170,8 +169,8 @@ def run(args) -> dict:
                 sizes = [int(s) for s in [*rng.permutation(SIZES), *rng.permutation([16, 20, 24, 32, 48])]]
                 img, truth = make_photo(mpx, k, rng, faces, lfw, sizes)
                 t0 = time.perf_counter()
-                det = protector.detector.find(img)
-                found, maybe = det.faces, [b for b in det.maybe if not overlaps(b, det.faces)]
+                found, maybe = protector.find(img)  # what the pipeline protects and what it covers
+                det = Detections(found, maybe)
                 tracked = [(i, f, False) for i, f in enumerate(found)]
                 out = protector.protect(img, k, tracked, maybe)[0]
                 seconds = time.perf_counter() - t0

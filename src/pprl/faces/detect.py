@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from . import EXTRA_HINT, MissingExtra, require
-from .align import apply, estimate_similarity, invert, warp_crop
+from .align import _pil_coeffs, apply, estimate_similarity, invert, warp_crop
 
 HOG_WINDOW = 80  # px: the smallest face dlib's frontal HOG detector finds at scale 1
 MODEL_FILES = {5: "shape_predictor_5_face_landmarks.dat", 68: "shape_predictor_68_face_landmarks.dat",
@@ -269,18 +269,18 @@ class MTCNNDetector:
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         return self.find(rgb).faces
 
-    def _candidates(self, rgb: np.ndarray) -> list[Face]:
+    def _candidates(self, rgb: np.ndarray, min_size: float | None = None) -> list[Face]:
         h, w = rgb.shape[:2]
         found = []
         for angle in self.rotations:
             if angle:
                 m, size = _rotation(angle, w, h)
-                work = np.asarray(Image.fromarray(rgb).transform(size, Image.Transform.AFFINE, _coeffs(invert(m)),
+                work = np.asarray(Image.fromarray(rgb).transform(size, Image.Transform.AFFINE, _pil_coeffs(invert(m)),
                                                                  resample=Image.Resampling.BILINEAR))
                 back = invert(m)
             else:
                 work, back = rgb, None
-            for c in self.net(work):
+            for c in self.net(work, min_size):
                 pts, corners = c.points, np.array([[c.box[0], c.box[1]], [c.box[2], c.box[1]],
                                                    [c.box[0], c.box[3]], [c.box[2], c.box[3]]])
                 # a face R-Net was unsure of (under the paper's 0.7) needs O-Net to be sure; else a maybe-face
@@ -314,24 +314,14 @@ class MTCNNDetector:
         if x1 - x0 < 12 or y1 - y0 < 12:
             return None
         region = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-        old = self.net.min_size
-        self.net.min_size = max(12.0, 0.6 * face.size)
-        try:
-            hits = [f for f in self._candidates(region) if f.score >= self.min_score and plausible(f.landmarks, f.box)]
-        finally:
-            self.net.min_size = old
+        hits = [f for f in self._candidates(region, max(12.0, 0.6 * face.size))
+                if f.score >= self.min_score and plausible(f.landmarks, f.box)]
         if not hits:
             return None
         shift = np.array([x0, y0], np.float64)
         best = min(hits, key=lambda f: np.linalg.norm(f.box.reshape(2, 2).mean(0) + shift - c))
         return Face(best.box + np.tile(shift, 2), best.score, best.landmarks + shift, best.points + shift,
                     best.rotation)
-
-
-def _coeffs(inv: np.ndarray) -> tuple:
-    a, t = inv[:, :2], inv[:, 2]
-    c = t + 0.5 - a @ np.array([0.5, 0.5])
-    return (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
 
 
 DETECTORS = {"mtcnn": MTCNNDetector, "hog": FaceDetector}

@@ -153,8 +153,7 @@ class Candidate:
 class MTCNN:
     """`MTCNN(min_size=20)(rgb)` -> list of Candidate (see the module docstring)."""
 
-    def __init__(self, min_size: float = 20.0, factor: float = 0.709, thresholds=(0.4, 0.5), min_score: float = 0.05,
-                 threads: int | None = None):
+    def __init__(self, min_size: float = 20.0, factor: float = 0.709, thresholds=(0.4, 0.5), min_score: float = 0.05):
         if float(min_size) < CELL:
             raise ValueError(f"min_size must be >= {CELL} px, got {min_size}")
         if not 0.3 <= float(factor) < 0.95:
@@ -162,16 +161,15 @@ class MTCNN:
         self.min_size, self.factor = float(min_size), float(factor)
         self.t_pnet, self.t_rnet = (float(t) for t in thresholds)
         self.min_score = float(min_score)
-        self.threads = threads
         self.pnet, self.rnet, self.onet = PNet().eval(), RNet().eval(), ONet().eval()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
             _set(net, _load(name))
             net.requires_grad_(False)
         self.pnet.to(memory_format=torch.channels_last)  # 1.7x faster small-channel convolutions on the CPU
 
-    def scales(self, w: int, h: int) -> list[float]:
+    def scales(self, w: int, h: int, min_size: float | None = None) -> list[float]:
         """The pyramid: level k maps faces of min_size * factor**-k px onto P-Net's 12 px window."""
-        s, out = CELL / self.min_size, []
+        s, out = CELL / (self.min_size if min_size is None else min_size), []
         while min(w, h) * s >= CELL:
             out.append(s)
             s *= self.factor
@@ -205,10 +203,10 @@ class MTCNN:
         keep = nms(boxes, scores, 0.5)
         return boxes[keep], scores[keep]
 
-    def _proposals(self, rgb: np.ndarray) -> np.ndarray:
+    def _proposals(self, rgb: np.ndarray, min_size: float) -> np.ndarray:
         h, w = rgb.shape[:2]
         im, boxes, scores = Image.fromarray(rgb), [], []
-        for s in self.scales(w, h):
+        for s in self.scales(w, h, min_size):
             size = (max(CELL, int(np.ceil(w * s))), max(CELL, int(np.ceil(h * s))))
             im = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
             b, sc = self._pnet_level(np.asarray(im), size[0] / w)
@@ -242,28 +240,23 @@ class MTCNN:
         return [torch.cat(parts).numpy().astype(np.float64) for parts in zip(*outs)]
 
     @torch.inference_mode()
-    def __call__(self, rgb: np.ndarray) -> list[Candidate]:
+    def __call__(self, rgb: np.ndarray, min_size: float | None = None) -> list[Candidate]:
+        """Every box O-Net scored in `rgb`; `min_size` overrides the smallest face looked for in this call."""
         rgb = np.ascontiguousarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}")
-        threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
-        try:
-            boxes = self._proposals(rgb)
-            if not len(boxes):
-                return []
-            reg, prob = self._batched(self.rnet, self._crops(rgb, boxes, 24))
-            keep = prob >= self.t_rnet
-            boxes, prob, reg = boxes[keep], prob[keep], reg[keep]
-            if not len(boxes):
-                return []
-            boxes = _regress(boxes, reg)
-            keep = nms(boxes, prob, 0.7)
-            boxes, refine = _square(boxes[keep]), prob[keep]
-            reg, pts, prob = self._batched(self.onet, self._crops(rgb, boxes, 48))
-        finally:
-            torch.set_num_threads(threads)
+        boxes = self._proposals(rgb, self.min_size if min_size is None else max(float(min_size), CELL))
+        if not len(boxes):
+            return []
+        reg, prob = self._batched(self.rnet, self._crops(rgb, boxes, 24))
+        keep = prob >= self.t_rnet
+        boxes, prob, reg = boxes[keep], prob[keep], reg[keep]
+        if not len(boxes):
+            return []
+        boxes = _regress(boxes, reg)
+        keep = nms(boxes, prob, 0.7)
+        boxes, refine = _square(boxes[keep]), prob[keep]
+        reg, pts, prob = self._batched(self.onet, self._crops(rgb, boxes, 48))
         size = (boxes[:, 2:] - boxes[:, :2] + 1)
         points = np.stack([pts[:, :5] * size[:, :1] + boxes[:, :1] - 1, pts[:, 5:] * size[:, 1:] + boxes[:, 1:2] - 1], 2)
         boxes = _regress(boxes, reg)

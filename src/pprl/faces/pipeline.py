@@ -203,10 +203,6 @@ def _photo(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
     return rows, None, note
 
 
-class _Refused(BadImage):
-    pass
-
-
 def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path, limits):
     info = probe(path)
     tracker, rows, last = Tracker(info.width, info.height), [], -1
@@ -229,7 +225,7 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
                 tracked.append((t, f, held))
             maybe = [b for b in maybe if not overlaps(b, [f for _, f, _ in tracked])]
             if (maybe or lost) and p.s.on_miss == "refuse":
-                raise _Refused(f"frame {i}: {len(maybe) + len(lost)} region(s) may be faces that cannot be protected "
+                raise BadImage(f"frame {i}: {len(maybe) + len(lost)} region(s) may be faces that cannot be protected "
                                "(detect.on_miss=refuse)")
             left += len(maybe) + len(lost) if p.s.on_miss == "skip" else 0
             covers = [b for _, b in lost] + maybe
@@ -241,7 +237,7 @@ def _video(p: FaceProtector, path: Path, index: int, names: list[str], out: Path
             rows += new
             last = i
         if len(empty) == last + 1:
-            raise _Refused(f"no face found in any of its {last + 1} frames (nothing written: a missed face would "
+            raise BadImage(f"no face found in any of its {last + 1} frames (nothing written: a missed face would "
                            "stay visible)")
         if writers and writers[0].frames != last + 1:
             raise BadImage(f"decoded {last + 1} frames but wrote {writers[0].frames}")
